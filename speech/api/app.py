@@ -1,0 +1,147 @@
+"""The Starlette application: routes, error translation and start-up.
+
+Every error leaves as the seed's ``{"error": "message"}`` JSON with the
+status its :class:`~speech.errors.SpeechError` class names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from speech.api import account, asr_ws, tts_http
+from speech.api.gateway import Gateway
+from speech.api.redact import install_redaction
+from speech.errors import SpeechError
+from speech.metering.ledger import Ledger, SqliteLedger
+from speech.metering.prices import PriceTable
+from speech.providers.registry import Engines, check_routes, load_engines
+from speech.settings import Settings
+
+log = logging.getLogger("speech.app")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    ledger: Ledger | None = None,
+    engines: Engines | None = None,
+) -> Starlette:
+    """Build the app. A ``ledger`` or ``engines`` passed in are used as they
+    are and not closed on shutdown (tests share them); otherwise they are
+    opened from the settings during start-up."""
+    check_routes(settings)
+    prices = PriceTable.from_settings(settings.prices)
+    prices.check_routes(settings.routes.asr, settings.routes.tts)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_redaction()
+        own_ledger = ledger is None
+        led = ledger if ledger is not None else await SqliteLedger.open(settings.server.db)
+        gateway = Gateway(settings=settings, ledger=led, prices=prices, engines=engines)
+        app.state.gateway = gateway
+        loader: asyncio.Task[None] | None = None
+        if engines is None:
+            loader = asyncio.create_task(_load(gateway))
+        else:
+            gateway.ready.set()
+        try:
+            yield
+        finally:
+            if loader is not None:
+                loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader
+                if gateway.engines is not None:
+                    gateway.engines.close()
+            if own_ledger:
+                await led.close()
+
+    routes = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/api/core/account/balance", account.balance, methods=["GET"]),
+        Route("/api/core/account/usage", account.usage, methods=["GET"]),
+        Route("/api/core/{provider}/tts", tts_http.tts, methods=["POST"]),
+        WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),
+        WebSocketRoute("/", asr_ws.asr_endpoint),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            SpeechError: speech_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+    )
+
+
+async def _load(gateway: Gateway) -> None:
+    try:
+        engines = await asyncio.to_thread(load_engines, gateway.settings)
+    except SpeechError as exc:
+        gateway.load_error = exc.message
+        log.error("engines failed to load: %s", exc.message)
+        return
+    except Exception as exc:  # a broken model file, a missing native library...
+        gateway.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("engines failed to load")
+        return
+    gateway.engines = engines
+    gateway.ready.set()
+    for line in engines.describe():
+        log.info("%s", line)
+    log.info("ready")
+
+
+async def health(request: Request) -> JSONResponse:
+    gateway: Gateway = request.app.state.gateway
+    if gateway.engines is None:
+        detail = {"status": "loading" if gateway.load_error is None else "failed"}
+        if gateway.load_error:
+            detail["error"] = gateway.load_error
+        return JSONResponse(detail, status_code=503)
+    engines = gateway.engines
+    return JSONResponse(
+        {
+            "status": "ok",
+            "asr": {r: list(c) for r, c in gateway.settings.routes.asr.items()},
+            "tts": {r: list(c) for r, c in gateway.settings.routes.tts.items()},
+            "engines": {
+                **{f"asr:{n}": e.description for n, e in engines.asr.items()},
+                **{f"tts:{n}": e.description for n, e in engines.tts.items()},
+            },
+        }
+    )
+
+
+async def speech_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpeechError)
+    return JSONResponse(exc.to_json(), status_code=exc.status)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    messages = {404: f"not found: {request.url.path}", 405: f"method {request.method} not allowed here"}
+    return JSONResponse(
+        {"error": messages.get(exc.status_code, exc.detail)},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+__all__ = ["create_app", "Settings"]

@@ -1,0 +1,49 @@
+"""The state one running gateway shares between its handlers.
+
+Built once by :func:`speech.api.app.create_app`; handlers reach it as
+``request.app.state.gateway``. Engines load off the event loop during
+start-up; until they are ready ``/healthz`` answers 503 and speech requests
+get a 503 / close 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from speech.errors import AuthError, EngineUnavailable, PaymentRequired
+from speech.metering.ledger import ApiKey, Ledger
+from speech.metering.prices import PriceTable
+from speech.providers.registry import Engines
+from speech.settings import Settings
+
+log = logging.getLogger("speech.gateway")
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    ledger: Ledger
+    prices: PriceTable
+    engines: Engines | None = None
+    load_error: str | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def require_engines(self) -> Engines:
+        if self.engines is None:
+            reason = self.load_error or "the speech engines are still loading"
+            raise EngineUnavailable(f"engine not ready: {reason}")
+        return self.engines
+
+    async def authenticate(self, key: str) -> ApiKey:
+        """The key's account, or AuthError (missing / invalid / revoked)."""
+        return await self.ledger.authenticate(key)
+
+    async def require_balance(self, account: ApiKey) -> None:
+        balance = await self.ledger.balance(account.key_id)
+        if balance <= 0:
+            raise PaymentRequired("insufficient balance: top up this API key to continue")
+
+
+__all__ = ["Gateway", "AuthError"]

