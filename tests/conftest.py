@@ -1,0 +1,144 @@
+"""Shared fixtures: the real local engines (loaded once) and a real gateway
+served by uvicorn on a free loopback port, with its own SQLite ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import wave
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from speech.api.app import create_app
+from speech.metering.ledger import SqliteLedger
+from speech.providers.registry import Engines, load_engines
+from speech.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+SHARED_SAMPLES = ROOT.parent / "shared" / "samples"
+
+
+def read_wav(path: Path) -> tuple[bytes, int]:
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1, path
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+@pytest.fixture(scope="session")
+def engines() -> Iterator[Engines]:
+    eng = load_engines(load_settings(environ={}))
+    yield eng
+    eng.close()
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    port: int
+    db: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, path: str = "/api/core/local/asr", **query: Any) -> str:
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"ws://127.0.0.1:{self.port}{path}" + (f"?{qs}" if qs else "")
+
+    async def create_key(self, name: str = "test", balance_uomcu: int = 1_000_000_000) -> str:
+        ledger = await SqliteLedger.open(self.db)
+        try:
+            key, _ = await ledger.create_key(name, balance_uomcu)
+        finally:
+            await ledger.close()
+        return key
+
+    async def ledger(self) -> SqliteLedger:
+        return await SqliteLedger.open(self.db)
+
+
+def start_server(settings: Settings, engines: Engines | None) -> RunningServer:
+    app = create_app(settings, engines=engines)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        ws="websockets-sansio",
+        ws_max_size=settings.server.ws_max_size,
+        log_level="info",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started or not thread.is_alive():
+            break
+        threading.Event().wait(0.01)
+    assert server.started, "uvicorn did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return RunningServer(settings, port, settings.server.db, server, thread)
+
+
+def stop_server(srv: RunningServer) -> None:
+    srv.server.should_exit = True
+    srv.thread.join(timeout=10)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, engines: Engines) -> Iterator[Any]:
+    """Factory: make_server(**section_overrides) -> RunningServer (stopped at teardown)."""
+    started: list[RunningServer] = []
+
+    def make(overrides: dict[str, Any] | None = None, *, with_engines: Engines | None | bool = True) -> RunningServer:
+        over = {"server.db": str(tmp_path / f"ledger{len(started)}.db"), **(overrides or {})}
+        settings = load_settings(environ={}, overrides=over)
+        eng = engines if with_engines is True else (with_engines or None)
+        srv = start_server(settings, eng)
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        stop_server(srv)
+
+
+@pytest.fixture
+def server(make_server: Any) -> RunningServer:
+    return make_server()
+
+
+async def recv_json(ws: Any, timeout: float = 30.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def collect_until_close(ws: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Every JSON message until the server closes the connection."""
+    import websockets
+
+    out = []
+
+    async def run() -> None:
+        try:
+            async for message in ws:
+                out.append(json.loads(message))
+        except websockets.ConnectionClosed:
+            pass
+
+    await asyncio.wait_for(run(), timeout)
+    return out
+
+
+async def aiter_list(items: list[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
