@@ -33,6 +33,7 @@ Websocket close codes (documented in the README):
     4400  too many consecutive invalid frames
     4401  missing, unknown or revoked API key
     4402  balance exhausted
+    4404  unknown provider in the path
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_PROTOCOL = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PAYMENT_REQUIRED = 4402
+CLOSE_NOT_FOUND = 4404
 
 
 class SpeechError(Exception):
@@ -99,7 +101,7 @@ class PaymentRequired(SpeechError):
 
 class NotFound(SpeechError):
     status = 404
-    close_code = CLOSE_PROTOCOL
+    close_code = CLOSE_NOT_FOUND
 
 
 class EngineError(SpeechError):

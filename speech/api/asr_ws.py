@@ -113,6 +113,7 @@ class Utterance:
     ended: SpeechEnded | None = None
     task: asyncio.Task[None] | None = None
     forwarded_bytes: int = 0
+    estimate: int = 0  # µOMCU, known once the utterance has ended
 
 
 class Connection:
@@ -128,6 +129,9 @@ class Connection:
         self.tasks: set[asyncio.Task[None]] = set()
         self._send_lock = asyncio.Lock()
         self._closing = False
+        self._disconnected = False
+        self._close_with: SpeechError | None = None
+        self.unsettled_uomcu = 0
         self.utterances = 0
         self.billed_ms = 0
 
@@ -137,25 +141,25 @@ class Connection:
         try:
             session = await self._start()
         except SpeechError as exc:
-            await self._fail(exc)
-            return
-        clean = False
-        try:
-            while not self._closing:
-                message = await self.ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("text") is not None:
-                    events = session.receive_text(message["text"])
-                elif message.get("bytes") is not None:
-                    events = session.receive_bytes(message["bytes"])
-                else:
-                    continue
-                for event in events:
-                    await self._handle(event)
-            clean = self._closing
-        finally:
-            await self._finish(delivered=clean)
+            self._fail(exc)
+        else:
+            try:
+                while not self._closing:
+                    message = await self.ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        self._disconnected = True
+                        break
+                    if message.get("text") is not None:
+                        events = session.receive_text(message["text"])
+                    elif message.get("bytes") is not None:
+                        events = session.receive_bytes(message["bytes"])
+                    else:
+                        continue
+                    for event in events:
+                        await self._handle(event)
+            finally:
+                await self._settle()
+        await self._close_down()
 
     async def _start(self) -> AsrSession:
         gateway = self.gateway
@@ -176,21 +180,25 @@ class Connection:
         elif isinstance(event, SpeechEnded):
             if self.open is not None and self.open.index == event.utterance:
                 self.open.ended = event
+                self.open.estimate = self.gateway.prices.asr_cost(self.route, event.forwarded_ms)
+                self.unsettled_uomcu += self.open.estimate
                 self.open.queue.put_nowait(None)
                 self.open = None
         elif isinstance(event, FrameRejected):
             await self._send({"error": event.message})
         elif isinstance(event, SessionFailed):
-            await self._fail(event.error)
+            self._fail(event.error)
         elif isinstance(event, CloseRequested):
             self._closing = True
 
     async def _begin(self, event: SpeechStarted) -> None:
         assert self.account is not None and self.recognizer is not None
         try:
-            await self.gateway.require_balance(self.account)
+            # Utterances still decoding are not billed yet; count them, so a
+            # stream overspends by at most the utterance in flight.
+            await self.gateway.require_balance(self.account, reserved=self.unsettled_uomcu)
         except SpeechError as exc:
-            await self._fail(exc)
+            self._fail(exc)
             return
         utt = Utterance(event.utterance, event.language_code)
         task = asyncio.create_task(self._recognize(utt, self.last_task, self.recognizer))
@@ -202,9 +210,7 @@ class Connection:
 
     # ---------------------------------------------------------- utterances
 
-    async def _recognize(
-        self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: Recognizer
-    ) -> None:
+    async def _recognize(self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: Recognizer) -> None:
         texts: list[str] = []
         error: SpeechError | None = None
         try:
@@ -220,6 +226,7 @@ class Connection:
         if previous is not None:  # replies leave in utterance order
             with contextlib.suppress(BaseException):
                 await asyncio.shield(previous)
+        self.unsettled_uomcu -= utt.estimate
         if error is not None:
             await self._send({"error": error.message})
             return
@@ -255,36 +262,42 @@ class Connection:
             except Exception:  # the peer went away; the read loop will notice
                 log.debug("send failed on connection %s", self.id)
 
-    async def _fail(self, exc: SpeechError) -> None:
-        """Error frame, then the close code the error names."""
+    def _fail(self, exc: SpeechError) -> None:
+        """Stop reading; the error frame and its close code follow the replies
+        still owed for utterances that already ended."""
         self._closing = True
-        await self._send(exc.to_json())
-        await self._close(exc.close_code, exc.message)
+        if self._close_with is None:
+            self._close_with = exc
 
-    async def _close(self, code: int, reason: str = "") -> None:
-        if self.ws.application_state is WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await self.ws.close(code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
-
-    async def _finish(self, delivered: bool) -> None:
-        """Close down. After CloseStream every utterance is flushed and its
-        reply sent before the normal close; after a disconnect the open
-        utterance is abandoned unbilled, finished ones still complete."""
+    async def _settle(self) -> None:
+        """Abandon the utterance still open (unbilled: its audio never reached
+        a decode) and wait for every ended one to be billed and answered."""
         if self.open is not None:
             abandoned, self.open = self.open, None
             if abandoned.task is not None:
                 abandoned.task.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-        if delivered:
+
+    async def _close_down(self) -> None:
+        if self._close_with is not None:
+            await self._send(self._close_with.to_json())
+            await self._close(self._close_with.close_code, self._close_with.message)
+        elif not self._disconnected:
             await self._close(CLOSE_NORMAL, "stream closed")
         log.info(
-            "asr session route=%s engine=%s utterances=%d billed_ms=%d",
+            "asr session route=%s engine=%s utterances=%d billed_ms=%d close=%s",
             self.route,
             self.recognizer.name if self.recognizer else "-",
             self.utterances,
             self.billed_ms,
+            self._close_with.close_code if self._close_with else ("client" if self._disconnected else CLOSE_NORMAL),
         )
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        if self.ws.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
 
 
 async def _drain(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:

@@ -40,9 +40,11 @@ class Gateway:
         """The key's account, or AuthError (missing / invalid / revoked)."""
         return await self.ledger.authenticate(key)
 
-    async def require_balance(self, account: ApiKey) -> None:
+    async def require_balance(self, account: ApiKey, reserved: int = 0) -> None:
+        """PaymentRequired unless the balance, less ``reserved`` µOMCU of work
+        already done but not yet billed, is above zero."""
         balance = await self.ledger.balance(account.key_id)
-        if balance <= 0:
+        if balance - reserved <= 0:
             raise PaymentRequired("insufficient balance: top up this API key to continue")
 
 

@@ -109,9 +109,7 @@ def parse_output_format(name: str) -> OutputFormat:
         shown = repr(name)
         if len(shown) > 40:
             shown = shown[:37] + "..."
-        raise UnsupportedOutputFormat(
-            f"unsupported output_format {shown}; supported: {', '.join(SUPPORTED_FORMATS)}"
-        )
+        raise UnsupportedOutputFormat(f"unsupported output_format {shown}; supported: {', '.join(SUPPORTED_FORMATS)}")
     return fmt
 
 

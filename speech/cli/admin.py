@@ -38,9 +38,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{'KEY_ID':<14} {'NAME':<24} {'BALANCE_OMCU':>16}  {'CREATED':<25} STATUS")
             for k in keys:
                 status = f"revoked {k.revoked}" if k.revoked else "active"
-                print(
-                    f"{k.key_id:<14} {k.name:<24} {format_omcu(k.balance_uomcu):>16}  {k.created:<25} {status}"
-                )
+                print(f"{k.key_id:<14} {k.name:<24} {format_omcu(k.balance_uomcu):>16}  {k.created:<25} {status}")
             return 0
         if action == "revoke":
             if await ledger.revoke(args.key_id):

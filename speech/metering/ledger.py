@@ -197,9 +197,7 @@ class UsageIn:
             chars = _check_int(self.characters, "characters")
             expected = tts_cost_from_unit(self.unit_price_uomcu, chars)
         if self.cost_uomcu != expected:
-            raise ValueError(
-                f"cost_uomcu {self.cost_uomcu} does not match the unit price and quantity ({expected})"
-            )
+            raise ValueError(f"cost_uomcu {self.cost_uomcu} does not match the unit price and quantity ({expected})")
 
     @classmethod
     def asr(
@@ -592,8 +590,7 @@ class SqliteLedger(Ledger):
                 async with self._write() as conn:
                     await self._run(
                         conn,
-                        "INSERT INTO api_keys (key_id, key_hash, name, balance_uomcu, created) "
-                        "VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO api_keys (key_id, key_hash, name, balance_uomcu, created) VALUES (?, ?, ?, ?, ?)",
                         (key_id, keymod.hash_key(secret), name, balance_uomcu, created),
                     )
             except sqlite3.IntegrityError:  # 48-bit key id collision: draw again
@@ -610,16 +607,12 @@ class SqliteLedger(Ledger):
 
     async def get_key(self, key_id: str) -> ApiKey | None:
         async with self._read() as conn:
-            row = await self._fetchone(
-                conn, f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
-            )
+            row = await self._fetchone(conn, f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
         return None if row is None else _row_to_key(row)
 
     async def list_keys(self) -> list[ApiKey]:
         async with self._read() as conn:
-            rows = await conn.execute_fetchall(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created, key_id"
-            )
+            rows = await conn.execute_fetchall(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created, key_id")
         return [_row_to_key(r) for r in rows]
 
     async def revoke(self, key_id: str) -> bool:
@@ -640,9 +633,7 @@ class SqliteLedger(Ledger):
             new_balance = row[0] + amount_uomcu
             if new_balance > MAX_UOMCU:
                 raise ValueError("balance would exceed 10^12 OMCU")
-            await self._run(
-                conn, "UPDATE api_keys SET balance_uomcu = ? WHERE key_id = ?", (new_balance, key_id)
-            )
+            await self._run(conn, "UPDATE api_keys SET balance_uomcu = ? WHERE key_id = ?", (new_balance, key_id))
         return new_balance
 
     async def balance(self, key_id: str) -> int:

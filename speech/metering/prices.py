@@ -164,8 +164,7 @@ class PriceTable:
             missing = sorted(set(routes) - set(table))
             if missing:
                 raise ConfigError(
-                    f"{kind} route {missing[0]!r} has no price: set prices.{section}.{missing[0]} "
-                    "(0 for a free route)"
+                    f"{kind} route {missing[0]!r} has no price: set prices.{section}.{missing[0]} (0 for a free route)"
                 )
 
     def asr_unit_price(self, route: str) -> int:

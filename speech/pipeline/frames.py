@@ -35,7 +35,11 @@ class Control:
 
 
 def check_rate(value: object, where: str = "rate") -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise InvalidFrame(f"'{where}' must be an integer number of Hz, got {_short(value)}")
     rate = int(value)
     if not MIN_RATE <= rate <= MAX_RATE:
@@ -48,7 +52,7 @@ def parse_text_frame(text: str, max_bytes: int) -> AudioChunk | Control:
         raise FrameTooLarge(f"frame of {len(text)} bytes is over the {max_bytes}-byte limit")
     try:
         msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an int over the digits limit
         raise InvalidFrame("text frame is not valid JSON") from exc
     if not isinstance(msg, dict):
         raise InvalidFrame("text frame must be a JSON object")
@@ -57,9 +61,7 @@ def parse_text_frame(text: str, max_bytes: int) -> AudioChunk | Control:
         if isinstance(kind, str) and kind in CONTROL_TYPES:
             return Control(kind)
         if kind is not None:
-            raise InvalidFrame(
-                f"unknown message type {_short(kind)}; expected one of {', '.join(CONTROL_TYPES)}"
-            )
+            raise InvalidFrame(f"unknown message type {_short(kind)}; expected one of {', '.join(CONTROL_TYPES)}")
         raise InvalidFrame("JSON frame has no 'audio' field")
     audio = msg["audio"]
     if not isinstance(audio, str):

@@ -144,9 +144,7 @@ class AsrSession:
         if self._invalid_run >= self.config.max_invalid_frames:
             self.closed = True
             out.append(
-                SessionFailed(
-                    ProtocolViolation(f"closing after {self._invalid_run} consecutive invalid frames")
-                )
+                SessionFailed(ProtocolViolation(f"closing after {self._invalid_run} consecutive invalid frames"))
             )
         return out
 
@@ -176,7 +174,5 @@ class AsrSession:
             elif isinstance(ev, UtteranceEnded):
                 received = (self._received_us - self._received_at_last_end) // 1000
                 self._received_at_last_end = self._received_us
-                out.append(
-                    SpeechEnded(ev.index, ev.start_ms, ev.end_ms, ev.forwarded_ms, received, ev.reason)
-                )
+                out.append(SpeechEnded(ev.index, ev.start_ms, ev.end_ms, ev.forwarded_ms, received, ev.reason))
         return out

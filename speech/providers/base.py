@@ -58,9 +58,7 @@ class Recognizer(Protocol):
     name: str
     description: str
 
-    def recognize(
-        self, audio: AsyncIterator[bytes], config: RecognitionConfig
-    ) -> AsyncIterator[Transcript]: ...
+    def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]: ...
 
 
 @runtime_checkable

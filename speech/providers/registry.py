@@ -69,14 +69,10 @@ class Engines:
         """One banner line per route: which engine serves it."""
         lines = []
         for route, chain in self.settings.routes.asr.items():
-            lines.append(
-                f"ASR /api/core/{route}/asr -> {' -> '.join(chain)} ({self.asr[chain[0]].description})"
-            )
+            lines.append(f"ASR /api/core/{route}/asr -> {' -> '.join(chain)} ({self.asr[chain[0]].description})")
         lines.append(f"ASR / (root) -> route '{self.settings.routes.root_asr}'")
         for route, chain in self.settings.routes.tts.items():
-            lines.append(
-                f"TTS /api/core/{route}/tts -> {' -> '.join(chain)} ({self.tts[chain[0]].description})"
-            )
+            lines.append(f"TTS /api/core/{route}/tts -> {' -> '.join(chain)} ({self.tts[chain[0]].description})")
         return lines
 
     def close(self) -> None:

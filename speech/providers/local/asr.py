@@ -56,9 +56,7 @@ class WhisperRecognizer:
         self.pool = InferencePool("local-asr", settings.asr_workers, settings.asr_queue)
         self.description = f"faster-whisper ({label})"
 
-    async def recognize(
-        self, audio: AsyncIterator[bytes], config: RecognitionConfig
-    ) -> AsyncIterator[Transcript]:
+    async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
         chunks = [chunk async for chunk in audio]
         pcm = b"".join(chunks)
         if not pcm:
