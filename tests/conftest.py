@@ -3,11 +3,9 @@ served by uvicorn on a free loopback port, with its own SQLite ledger."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,29 +114,3 @@ def make_server(tmp_path: Path, engines: Engines) -> Iterator[Any]:
 @pytest.fixture
 def server(make_server: Any) -> RunningServer:
     return make_server()
-
-
-async def recv_json(ws: Any, timeout: float = 30.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def collect_until_close(ws: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Every JSON message until the server closes the connection."""
-    import websockets
-
-    out = []
-
-    async def run() -> None:
-        try:
-            async for message in ws:
-                out.append(json.loads(message))
-        except websockets.ConnectionClosed:
-            pass
-
-    await asyncio.wait_for(run(), timeout)
-    return out
-
-
-async def aiter_list(items: list[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item

@@ -70,7 +70,7 @@ async def stream(
     chunk_ms: int = CHUNK_MS,
     close_stream: bool = True,
     headers: dict[str, str] | None = None,
-    timeout: float = 120.0,
+    deadline_s: float = 120.0,
 ) -> tuple[list[dict[str, Any]], int | None, str]:
     """Send the frames (paced in real time when asked), then CloseStream, and
     return every message received until the server closes, with the close code."""
@@ -95,7 +95,7 @@ async def stream(
             except websockets.ConnectionClosed:
                 pass
 
-        await asyncio.wait_for(receive(), timeout)
+        await asyncio.wait_for(receive(), deadline_s)
         sender.cancel()
         try:
             await sender
