@@ -241,7 +241,10 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         if name not in raw:
             continue
         full = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(hints[name], raw[name], full, f.metadata)
+        value = _coerce(hints[name], raw[name], full, f.metadata)
+        if isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+            value = {**f.default_factory(), **value}  # a table sets some entries; the others keep their defaults
+        kwargs[name] = value
     return cls(**kwargs)
 
 

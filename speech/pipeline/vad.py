@@ -128,7 +128,7 @@ class VadSegmenter:
         if self.state is VadState.SPEAKING and self._partial:
             self._forward(bytes(self._partial))
         elif self.state is VadState.STOPPING:
-            self._forward_frames(self._held[: self._tail])
+            self._forward_frames(self._held[: self._tail_room()])
         self._pos += len(self._partial)
         self._partial.clear()
         if self._open:
@@ -179,7 +179,7 @@ class VadSegmenter:
                 self._forward_frames(held)
                 self.state = VadState.SPEAKING
             elif len(self._held) * self._frame_ms >= self.params.silence_ms:
-                tail = self._held[: self._tail]
+                tail = self._held[: self._tail_room()]
                 self._forward_frames(tail)
                 self._end("silence")
                 self._held_pos += len(tail) * self._frame_bytes
@@ -197,6 +197,12 @@ class VadSegmenter:
         self._begin(self._held_pos)
         self._forward_frames(frames)
         self.state = VadState.SPEAKING
+
+    def _tail_room(self) -> int:
+        """Tail frames to send: never so many that the cap would open a new
+        utterance made of nothing but closing silence."""
+        room = (self._max_bytes - self._utt_bytes) // self._frame_bytes
+        return max(0, min(self._tail, room))
 
     def _trim_to_preroll(self) -> None:
         extra = len(self._held) - self._preroll

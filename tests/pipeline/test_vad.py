@@ -296,6 +296,18 @@ def test_max_length_inside_a_pause_and_at_flush() -> None:
     assert b"".join(bytes(u.pcm) for u in utts) == audio
 
 
+def test_closing_tail_never_opens_an_utterance_of_silence_alone() -> None:
+    # 300 ms pre-roll + 600 ms speech = 900 ms; the cap (990 ms) leaves room
+    # for 3 of the 5 tail frames, and the rest of the silence is dropped.
+    params = VadSettings(frame_ms=30, max_utterance_ms=1000)
+    audio = signal(("silence", 300), ("speech", 600), ("silence", 1000))
+    utts = run(audio, params)
+    assert [(u.start_ms, u.end_ms, u.reason) for u in utts] == [(0, 990, "silence")]
+    seg = VadSegmenter(params, energy)
+    events = seg.feed(signal(("silence", 300), ("speech", 600), ("silence", 300))) + seg.flush()
+    assert [(u.start_ms, u.end_ms, u.reason) for u in utterances(events)] == [(0, 990, "flush")]
+
+
 # ----------------------------------------------------------------- flushing
 
 

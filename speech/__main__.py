@@ -1,0 +1,5 @@
+import sys
+
+from speech.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""The `speech` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from speech.metering.ledger import SqliteLedger
+from tests.conftest import SAMPLES
+
+
+def speech(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "speech", *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    out = speech("keys", "create", "--name", "robot", "--balance", "12.5", "--db", db)
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk_") and " " not in key
+
+    async def check() -> None:
+        ledger = await SqliteLedger.open(db)
+        account = await ledger.authenticate(key)
+        assert account.name == "robot" and account.balance_uomcu == 12_500_000
+        await ledger.close()
+
+    asyncio.run(check())
+    listed = speech("keys", "list", "--db", db)
+    key_id = key.split("_")[1]
+    assert key_id in listed.stdout and "12.5" in listed.stdout and key not in listed.stdout
+    topped = speech("keys", "top-up", key_id, "--amount", "0.5", "--db", db)
+    assert topped.returncode == 0 and "13 OMCU" in topped.stdout
+    assert speech("keys", "revoke", key_id, "--db", db).returncode == 0
+    again = speech("keys", "revoke", key_id, "--db", db)
+    assert again.returncode == 1 and "no active key" in again.stdout
+    assert "revoked" in speech("keys", "list", "--db", db).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["keys", "create", "--name", "x", "--balance", "lots"], "--balance"),
+        (["keys", "create", "--name", "x", "--balance", "-1"], "--balance"),
+        (["keys", "create", "--name", "", "--balance", "1"], "--name"),
+        (["serve", "--config", "does-not-exist.toml"], "config file not found"),
+        (["usage", "--limit", "0"], "--limit"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    out = speech(*args, "--db", str(tmp_path / "l.db"))
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_environment_setting_is_named(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "SPEECH_VAD__SILENCE_MS": "soon"}
+    out = speech("keys", "list", "--db", str(tmp_path / "l.db"), env=env)
+    assert out.returncode == 2 and "vad.silence_ms" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "rate", "codec"), [("out.wav", 22050, "pcm_s16le"), ("out.mp3", 44100, "mp3")])
+def test_say_writes_a_playable_file(tmp_path: Path, name: str, rate: int, codec: str) -> None:
+    path = tmp_path / name
+    out = speech("say", "Hello from the gateway.", "-o", str(path))
+    assert out.returncode == 0, out.stderr
+    with av.open(io.BytesIO(path.read_bytes())) as c:
+        s = c.streams.audio[0]
+        assert s.rate == rate and s.codec_context.name.startswith(codec.split("_")[0])
+        assert sum(f.samples for f in c.decode(s)) / s.rate > 1.0
+
+
+@pytest.mark.slow
+async def test_transcribe_streams_a_file_and_prints_each_transcript(server: Any) -> None:
+    key = await server.create_key()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "speech",
+        "transcribe",
+        str(SAMPLES / "two_commands.wav"),
+        "--url",
+        server.ws("/api/core/local/asr"),
+        "--api-key",
+        key,
+        "--speed",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stderr.decode()
+    lines = stdout.decode().strip().splitlines()
+    assert lines == ["Stop right there.", "Now go back to your charging station."]
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "speech",
+        "transcribe",
+        str(SAMPLES / "two_commands.wav"),
+        "--url",
+        server.ws("/api/core/local/asr"),
+        "--api-key",
+        "sk_wrong",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(bad.communicate(), 60)
+    assert bad.returncode == 1 and "invalid API key" in err.decode() and "4401" in err.decode()
