@@ -21,8 +21,21 @@ Tree::
     ├── NotFound                     404  unknown provider route
     ├── EngineError                  503  an engine failed
     │   ├── EngineUnavailable        503  not loaded / cannot be reached, retryable
-    │   └── EngineOverloaded         503  bounded pool queue is full, retryable
+    │   │   ├── UpstreamUnavailable  503  connect refused, UNAVAILABLE, 5xx, stream dropped
+    │   │   ├── UpstreamTimeout      503  connect / first-result timeout, DEADLINE_EXCEEDED
+    │   │   └── UpstreamRateLimited  429  429, RESOURCE_EXHAUSTED, busy
+    │   ├── EngineOverloaded         503  bounded pool queue is full, retryable
+    │   ├── NotConfigured            503  the engine has no credentials/endpoint, permanent
+    │   ├── UpstreamAuthError        503  upstream refused the gateway's credentials, permanent
+    │   ├── UpstreamRejected         400  upstream refused the request itself (invalid argument,
+    │   │                                 voice not found, text too long), permanent
+    │   └── UpstreamProtocolError    502  upstream answered garbage, retryable
+    ├── CallerCredentialError        401  the caller's own upstream key (elevenlabs_api_key) was refused
+    ├── CallerQuotaExceeded          402  the caller's own upstream key is out of quota
     └── ProtocolViolation                 too many bad frames: the stream is closed
+
+Retryable errors move a route's engine chain on to its next engine (and put
+the failed engine into a cool-down); permanent ones are reported as they are.
 
 Websocket close codes (documented in the README):
 
@@ -117,6 +130,46 @@ class EngineUnavailable(EngineError):
 class EngineOverloaded(EngineError):
     close_code = CLOSE_TRY_AGAIN
     retryable = True
+
+
+class UpstreamUnavailable(EngineUnavailable):
+    pass
+
+
+class UpstreamTimeout(EngineUnavailable):
+    pass
+
+
+class UpstreamRateLimited(EngineUnavailable):
+    status = 429
+
+
+class NotConfigured(EngineError):
+    pass
+
+
+class UpstreamAuthError(EngineError):
+    pass
+
+
+class UpstreamRejected(EngineError):
+    status = 400
+    close_code = CLOSE_PROTOCOL
+
+
+class UpstreamProtocolError(EngineError):
+    status = 502
+    retryable = True
+
+
+class CallerCredentialError(SpeechError):
+    status = 401
+    close_code = CLOSE_UNAUTHORIZED
+
+
+class CallerQuotaExceeded(SpeechError):
+    status = 402
+    close_code = CLOSE_PAYMENT_REQUIRED
 
 
 class ProtocolViolation(SpeechError):

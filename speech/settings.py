@@ -44,6 +44,33 @@ def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"min": lo, "max": hi}
 
 
+class Secret:
+    """A credential. Its ``repr``/``str`` never show the value, so settings can
+    be logged or printed safely; ``get()`` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
@@ -145,6 +172,92 @@ class TtsSettings:
 
 
 @dataclass(frozen=True)
+class RivaSettings:
+    """NVIDIA Riva over gRPC. ``url`` empty means not configured."""
+
+    url: str = ""  # host:port, e.g. "localhost:50051" or "grpc.nvcf.nvidia.com:443"
+    tls: bool = False
+    ca_file: str = ""  # PEM roots for TLS; "" = the system's
+    api_key: Secret = field(default_factory=Secret)  # sent as "authorization: Bearer ..."
+    api_key_file: str = ""
+    asr_function_id: str = ""  # hosted Riva: "function-id" metadata
+    tts_function_id: str = ""
+    asr_model: str = ""
+    punctuation: bool = True
+    word_offsets: bool = True
+    interim_results: bool = True
+    profanity_filter: bool = False
+    # EndpointingConfig; 0 leaves each value to the server.
+    endpoint_start_history_ms: int = field(default=0, metadata=_rng(0, 60000))
+    endpoint_start_threshold: float = field(default=0.0, metadata=_rng(0, 1))
+    endpoint_stop_history_ms: int = field(default=0, metadata=_rng(0, 60000))
+    endpoint_stop_threshold: float = field(default=0.0, metadata=_rng(0, 1))
+    endpoint_stop_history_eou_ms: int = field(default=0, metadata=_rng(0, 60000))
+    endpoint_stop_threshold_eou: float = field(default=0.0, metadata=_rng(0, 1))
+    tts_voice: str = ""  # "" = the server's first voice for the language
+    tts_language_code: str = "en-US"
+    tts_sample_rate: int = field(default=22050, metadata=_rng(8000, 48000))
+    tts_streaming: bool = False  # SynthesizeOnline instead of Synthesize
+    connect_timeout_s: float = field(default=5.0, metadata=_rng(0.1, 120))
+    first_result_timeout_s: float = field(default=10.0, metadata=_rng(0.1, 600))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True)
+class GoogleSettings:
+    """Google Cloud Speech-to-Text v1 over gRPC. Configured by credentials."""
+
+    url: str = "speech.googleapis.com:443"
+    tls: bool = True
+    ca_file: str = ""
+    credentials_file: str = ""  # service-account JSON (google-auth)
+    api_key: Secret = field(default_factory=Secret)  # sent as "x-goog-api-key"
+    api_key_file: str = ""
+    model: str = ""  # e.g. "latest_short"; "" = Google's default
+    punctuation: bool = True
+    interim_results: bool = True
+    # No upstream stream lives longer than this; longer utterances are split
+    # at a VAD-quiet point (Google's hard limit is about 305 s).
+    max_stream_s: int = field(default=240, metadata=_rng(10, 290))
+    connect_timeout_s: float = field(default=5.0, metadata=_rng(0.1, 120))
+    first_result_timeout_s: float = field(default=10.0, metadata=_rng(0.1, 600))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.credentials_file or self.api_key)
+
+
+@dataclass(frozen=True)
+class ElevenLabsSettings:
+    """ElevenLabs text to speech over HTTPS. Configured by an API key."""
+
+    url: str = "https://api.elevenlabs.io"
+    api_key: Secret = field(default_factory=Secret)  # sent as "xi-api-key"
+    api_key_file: str = ""
+    default_voice_id: str = "JBFqnCBsd6RMkjVDRZzb"
+    default_model_id: str = "eleven_flash_v2_5"
+    streaming: bool = False  # use /v1/text-to-speech/{voice_id}/stream
+    # Requests that bring the caller's own elevenlabs_api_key are billed this
+    # fee (OMCU per 1M characters) instead of the route's price.
+    caller_key_fee_per_million_chars: Decimal = Decimal(0)
+    connect_timeout_s: float = field(default=5.0, metadata=_rng(0.1, 120))
+    first_result_timeout_s: float = field(default=15.0, metadata=_rng(0.1, 600))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api_key)
+
+
+@dataclass(frozen=True)
+class FailoverSettings:
+    # A failed engine is skipped for this long, then tried again.
+    cooldown_s: float = field(default=30.0, metadata=_rng(0, 3600))
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
@@ -153,6 +266,10 @@ class Settings:
     routes: RouteSettings = field(default_factory=RouteSettings)
     prices: PriceSettings = field(default_factory=PriceSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
+    riva: RivaSettings = field(default_factory=RivaSettings)
+    google: GoogleSettings = field(default_factory=GoogleSettings)
+    elevenlabs: ElevenLabsSettings = field(default_factory=ElevenLabsSettings)
+    failover: FailoverSettings = field(default_factory=FailoverSettings)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some keys of one section changed (used by the CLI)."""
@@ -188,7 +305,51 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _merge(raw, _nest(dotted.split("."), value))
-    return _build(Settings, raw, "")
+    settings = _build(Settings, raw, "")
+    settings = _read_secret_files(settings)
+    return _auto_routes(settings, raw.get("routes", {}))
+
+
+# Which engine a configured cloud provider puts first on its own route.
+CLOUD_ROUTES = {
+    ("asr", "google"): "google",
+    ("asr", "riva"): "riva",
+    ("tts", "elevenlabs"): "elevenlabs",
+    ("tts", "riva"): "riva",
+}
+
+
+def _auto_routes(settings: Settings, raw_routes: Any) -> Settings:
+    """Routes not set explicitly default to ``[<provider>, "local"]`` when that
+    provider is configured, else ``["local"]``: a fresh install serves every
+    route locally, and adding credentials is enough to go to the cloud with
+    the local engine as the fallback."""
+    explicit = raw_routes if isinstance(raw_routes, Mapping) else {}
+    tables = {"asr": dict(settings.routes.asr), "tts": dict(settings.routes.tts)}
+    for (kind, route), engine in CLOUD_ROUTES.items():
+        given = explicit.get(kind, {})
+        if isinstance(given, Mapping) and route in given:
+            continue
+        if getattr(settings, engine).configured:
+            tables[kind][route] = (engine, "local")
+    routes = dataclasses.replace(settings.routes, asr=tables["asr"], tts=tables["tts"])
+    return dataclasses.replace(settings, routes=routes)
+
+
+def _read_secret_files(settings: Settings) -> Settings:
+    """Fill ``api_key`` from ``api_key_file`` where only the file is given."""
+    for section in ("riva", "google", "elevenlabs"):
+        sub = getattr(settings, section)
+        if sub.api_key or not sub.api_key_file:
+            continue
+        try:
+            value = Path(sub.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"setting '{section}.api_key_file': cannot read {sub.api_key_file}: {exc.strerror}") from exc
+        if not value:
+            raise ConfigError(f"setting '{section}.api_key_file': {sub.api_key_file} is empty")
+        settings = settings.replace(section, api_key=Secret(value))
+    return settings
 
 
 def _nest(path: list[str], value: Any) -> dict[str, Any]:
@@ -265,6 +426,12 @@ def _coerce(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:
         return tuple(str(v) for v in value)
     if origin in (typing.Union, types.UnionType):  # pragma: no cover - unused today
         raise ConfigError(f"setting '{where}' has an unsupported type")
+    if tp is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"setting '{where}' must be a string")
+        return Secret(value.strip())
     if tp is bool:
         return _to_bool(value, where)
     if tp is int:

@@ -233,7 +233,7 @@ def test_overrides_by_section_table() -> None:
 
 def test_unknown_section() -> None:
     message = config_error(r"unknown setting 'nope'", environ={"SPEECH_NOPE__X": "1"})
-    assert "known here: limits, local, prices, routes, server, tts, vad" in message
+    assert "known here: elevenlabs, failover, google, limits, local, prices, riva, routes, server, tts, vad" in message
 
 
 def test_unknown_section_in_toml(tmp_path: Path) -> None:

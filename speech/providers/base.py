@@ -36,21 +36,41 @@ class Transcript:
     is_final: bool = True
     confidence: float | None = None
     words: tuple[Word, ...] = ()
+    # Set by the routing layer: the engine that produced this transcript.
+    engine: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SynthesisRequest:
     text: str
+    # The ElevenLabs output_format name the client asked for. Engines that can
+    # produce it natively (ElevenLabs) may return it encoded; others return PCM
+    # and the edge encodes.
+    output_format: str = "pcm_22050"
     voice_id: str | None = None
     model_id: str | None = None
     language_code: str | None = None
-    options: dict[str, object] = field(default_factory=dict)
+    voice_settings: dict[str, object] | None = None
+    # The caller's own upstream key (OM1's "elevenlabs_api_key"); only the
+    # engine it belongs to uses it.
+    caller_api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
-    pcm: bytes
+    """Audio out of a synthesizer.
+
+    ``format == "pcm"``: ``data`` is raw PCM16LE mono at ``sample_rate``.
+    Otherwise ``format`` is an ElevenLabs output_format name and ``data`` is
+    already encoded in it (the chunks concatenate to the complete file).
+    ``billed_characters`` is what the upstream reported it billed, when it
+    says (ElevenLabs' ``character-cost`` header), on any one chunk.
+    """
+
+    data: bytes
     sample_rate: int
+    format: str = "pcm"
+    billed_characters: int | None = None
 
 
 @runtime_checkable
