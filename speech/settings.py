@@ -345,7 +345,9 @@ def _read_secret_files(settings: Settings) -> Settings:
         try:
             value = Path(sub.api_key_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"setting '{section}.api_key_file': cannot read {sub.api_key_file}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"setting '{section}.api_key_file': cannot read {sub.api_key_file}: {exc.strerror}"
+            ) from exc
         if not value:
             raise ConfigError(f"setting '{section}.api_key_file': {sub.api_key_file} is empty")
         settings = settings.replace(section, api_key=Secret(value))

@@ -62,7 +62,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await loader
                 if gateway.engines is not None:
-                    gateway.engines.close()
+                    await gateway.engines.aclose()
             if own_ledger:
                 await led.close()
 
@@ -120,6 +120,8 @@ async def health(request: Request) -> JSONResponse:
                 **{f"asr:{n}": e.description for n, e in engines.asr.items()},
                 **{f"tts:{n}": e.description for n, e in engines.tts.items()},
             },
+            # Engines that have failed: their state and any cool-down.
+            "failover": engines.health.snapshot(),
         }
     )
 

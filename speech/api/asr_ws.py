@@ -48,7 +48,8 @@ from speech.pipeline.session import (
     SpeechEnded,
     SpeechStarted,
 )
-from speech.providers.base import RecognitionConfig, Recognizer
+from speech.providers.base import RecognitionConfig
+from speech.providers.failover import FailoverRecognizer
 from speech.settings import Settings, VadSettings
 
 log = logging.getLogger("speech.asr")
@@ -123,7 +124,7 @@ class Connection:
         self.route = route
         self.id = uuid.uuid4().hex
         self.account: ApiKey | None = None
-        self.recognizer: Recognizer | None = None
+        self.recognizer: FailoverRecognizer | None = None
         self.open: Utterance | None = None
         self.last_task: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -210,14 +211,19 @@ class Connection:
 
     # ---------------------------------------------------------- utterances
 
-    async def _recognize(self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: Recognizer) -> None:
+    async def _recognize(
+        self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: FailoverRecognizer
+    ) -> None:
         texts: list[str] = []
         error: SpeechError | None = None
+        engine = recognizer.name
         try:
             config = RecognitionConfig(language_code=utt.language_code)
             async for transcript in recognizer.recognize(_drain(utt.queue), config):
-                if transcript.is_final and transcript.text:
-                    texts.append(transcript.text)
+                if transcript.is_final:
+                    engine = transcript.engine or engine
+                    if transcript.text:
+                        texts.append(transcript.text)
         except SpeechError as exc:
             error = exc
         except Exception:
@@ -240,7 +246,7 @@ class Connection:
                 idempotency_key=f"asr:{self.id}:{utt.index}",
                 key_id=self.account.key_id,
                 provider=self.route,
-                engine=recognizer.name,
+                engine=engine,
                 audio_ms=ended.forwarded_ms,
                 received_ms=ended.received_ms,
             )

@@ -18,10 +18,10 @@ from starlette.responses import JSONResponse
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
-from speech.audio.encode import encode, parse_output_format
-from speech.errors import InvalidTtsRequest, NotFound
+from speech.audio.encode import OutputFormat, encode, parse_output_format
+from speech.errors import InvalidTtsRequest, NotFound, UpstreamProtocolError
 from speech.metering.ledger import UsageIn
-from speech.providers.base import SynthesisRequest
+from speech.providers.base import AudioChunk, SynthesisRequest
 
 log = logging.getLogger("speech.tts")
 
@@ -38,41 +38,70 @@ async def tts(request: Request) -> JSONResponse:
     text = _text(body, gateway.settings.limits.tts_max_chars)
     fmt_name = body.get("output_format") or request.query_params.get("output_format")
     fmt = parse_output_format(fmt_name or gateway.settings.tts.default_format[route])
+    voice_settings = body.get("voice_settings")
+    if voice_settings is not None and not isinstance(voice_settings, dict):
+        raise InvalidTtsRequest("'voice_settings' must be a JSON object")
+    caller_key = _opt_str(body, "elevenlabs_api_key") or None
     await gateway.require_balance(account)
-    engines = gateway.require_engines()
-    synthesizer = engines.synthesizer(route)
+    synthesizer = gateway.require_engines().synthesizer(route)
     synth_request = SynthesisRequest(
         text=text,
+        output_format=fmt.name,
         voice_id=_opt_str(body, "voice_id"),
         model_id=_opt_str(body, "model_id"),
         language_code=_opt_str(body, "language_code"),
+        voice_settings=voice_settings,
+        caller_api_key=caller_key,
     )
-    chunks = [chunk async for chunk in synthesizer.synthesize(synth_request)]
-    rate = chunks[0].sample_rate if chunks else 22050
-    pcm = b"".join(c.pcm for c in chunks)
-    audio = await asyncio.to_thread(encode, pcm, rate, fmt)
+    engine, chunks = await synthesizer.synthesize_with_engine(synth_request)
+    audio = await _to_format(chunks, fmt)
+    upstream_chars = next((c.billed_characters for c in chunks if c.billed_characters is not None), None)
+    # The caller's own ElevenLabs key pays ElevenLabs; we charge only our fee.
+    fee = None
+    if caller_key and engine == "elevenlabs":
+        fee = int(gateway.settings.elevenlabs.caller_key_fee_per_million_chars * 1_000_000)
     record, _ = await gateway.ledger.record_usage(
         UsageIn.tts(
             gateway.prices,
             idempotency_key=f"tts:{uuid.uuid4().hex}",
             key_id=account.key_id,
             provider=route,
-            engine=synthesizer.name,
+            engine=engine,
             characters=len(text),
+            unit_price_uomcu=fee,
+            upstream_characters=upstream_chars,
         )
     )
     log.info(
         "tts route=%s engine=%s chars=%d format=%s cost_uomcu=%d",
         route,
-        synthesizer.name,
+        engine,
         len(text),
         fmt.name,
         record.cost_uomcu,
     )
     return JSONResponse(
         {"response": base64.b64encode(audio).decode("ascii"), "content_type": fmt.content_type},
-        headers={"x-usage-characters": str(len(text)), "x-usage-cost-uomcu": str(record.cost_uomcu)},
+        headers={
+            "x-usage-characters": str(len(text)),
+            "x-usage-cost-uomcu": str(record.cost_uomcu),
+            "x-engine": engine,
+        },
     )
+
+
+async def _to_format(chunks: list[AudioChunk], fmt: OutputFormat) -> bytes:
+    """The complete file: upstream bytes already in the asked format pass
+    through; raw PCM is encoded (off the event loop)."""
+    if chunks and all(c.format == fmt.name for c in chunks):
+        return b"".join(c.data for c in chunks)
+    pcm_chunks = [c for c in chunks if c.format == "pcm"]
+    if len(pcm_chunks) != len(chunks):
+        raise UpstreamProtocolError(f"engine returned audio in {chunks[0].format}, not {fmt.name} or PCM")
+    rate = pcm_chunks[0].sample_rate if pcm_chunks else 22050
+    if any(c.sample_rate != rate for c in pcm_chunks):
+        raise UpstreamProtocolError("engine returned PCM chunks at different sample rates")
+    return await asyncio.to_thread(encode, b"".join(c.data for c in pcm_chunks), rate, fmt)
 
 
 async def _read_json(request: Request) -> dict:

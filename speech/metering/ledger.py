@@ -174,6 +174,7 @@ class UsageIn:
     audio_ms: int | None = None
     received_ms: int | None = None
     characters: int | None = None
+    upstream_characters: int | None = None  # tts: what the upstream reported billing
 
     def __post_init__(self) -> None:
         _check_label(self.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH)
@@ -236,9 +237,13 @@ class UsageIn:
         provider: str,
         engine: str,
         characters: int,
+        unit_price_uomcu: int | None = None,
+        upstream_characters: int | None = None,
     ) -> UsageIn:
-        """A TTS usage of ``characters`` billed characters on route ``provider``."""
-        unit = prices.tts_unit_price(provider)
+        """A TTS usage of ``characters`` billed characters on route ``provider``,
+        at the route's price unless ``unit_price_uomcu`` overrides it (the fee
+        for requests that bring the caller's own upstream key)."""
+        unit = prices.tts_unit_price(provider) if unit_price_uomcu is None else unit_price_uomcu
         _check_int(characters, "characters")
         return cls(
             idempotency_key=idempotency_key,
@@ -249,6 +254,7 @@ class UsageIn:
             unit_price_uomcu=unit,
             cost_uomcu=tts_cost_from_unit(unit, characters),
             characters=characters,
+            upstream_characters=upstream_characters,
         )
 
 
@@ -268,6 +274,7 @@ class UsageRecord:
     unit_price_uomcu: int
     cost_uomcu: int
     created: str
+    upstream_characters: int | None = None
 
     @property
     def unit(self) -> str:
@@ -302,6 +309,7 @@ class UsageRecord:
             and self.audio_ms == u.audio_ms
             and self.received_ms == u.received_ms
             and self.characters == u.characters
+            and self.upstream_characters == u.upstream_characters
             and self.unit_price_uomcu == u.unit_price_uomcu
             and self.cost_uomcu == u.cost_uomcu
         )
@@ -333,6 +341,7 @@ class UsageRecord:
             "cost": _micro_to_float(self.cost_uomcu),
             "cost_uomcu": self.cost_uomcu,
             "received_seconds": None if self.received_ms is None else self.received_ms / 1000,
+            "upstream_characters": self.upstream_characters,
             "created": self.created,
         }
 
@@ -458,7 +467,7 @@ class Ledger(abc.ABC):
 _KEY_COLUMNS = "key_id, name, balance_uomcu, created, revoked"
 _USAGE_COLUMNS = (
     "id, idempotency_key, key_id, kind, provider, engine, audio_ms, received_ms, characters, "
-    "unit_price_uomcu, cost_uomcu, created"
+    "unit_price_uomcu, cost_uomcu, created, upstream_characters"
 )
 
 
@@ -684,8 +693,8 @@ class SqliteLedger(Ledger):
             _, rowid = await self._run(
                 conn,
                 "INSERT INTO usage (idempotency_key, key_id, kind, provider, engine, audio_ms, "
-                "received_ms, characters, unit_price_uomcu, cost_uomcu, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "received_ms, characters, unit_price_uomcu, cost_uomcu, created, upstream_characters) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     u.idempotency_key,
                     u.key_id,
@@ -698,6 +707,7 @@ class SqliteLedger(Ledger):
                     u.unit_price_uomcu,
                     u.cost_uomcu,
                     created,
+                    u.upstream_characters,
                 ),
             )
         assert rowid is not None
@@ -714,6 +724,7 @@ class SqliteLedger(Ledger):
             unit_price_uomcu=u.unit_price_uomcu,
             cost_uomcu=u.cost_uomcu,
             created=created,
+            upstream_characters=u.upstream_characters,
         )
         return record, True
 

@@ -60,7 +60,17 @@ _V1 = (
     "CREATE INDEX usage_by_created ON usage (created)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# v2: what the upstream said it billed (ElevenLabs' character-cost header),
+# kept beside what we billed so the two can be reconciled.
+_V2 = (
+    """
+    ALTER TABLE usage ADD COLUMN upstream_characters INTEGER NULL
+        CHECK (upstream_characters IS NULL
+               OR (typeof(upstream_characters) = 'integer' AND upstream_characters >= 0))
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,16 +1,21 @@
 """Builds the engines named in the route chains and answers "who serves this route".
 
-Issue 2 ships the embedded ``local`` engines; cloud adapters register here
-under their own names and plug into the same chains.
+Engine names: ``local`` (embedded faster-whisper / piper), ``riva``,
+``google`` (ASR only) and ``elevenlabs`` (TTS only). Each public route maps
+to an ordered chain of them (``[routes]`` settings), wrapped in a
+:mod:`failover <speech.providers.failover>` layer. Cloud adapters are
+imported only when a chain names them, so the ``cloud`` extra stays optional.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from speech.errors import ConfigError, NotFound
 from speech.providers.base import Recognizer, Synthesizer
+from speech.providers.failover import EngineHealth, FailoverRecognizer, FailoverSynthesizer
 from speech.settings import Settings
 
 
@@ -26,8 +31,40 @@ def _local_tts(settings: Settings) -> Synthesizer:
     return PiperSynthesizer(settings.local)
 
 
-ASR_FACTORIES: dict[str, Callable[[Settings], Recognizer]] = {"local": _local_asr}
-TTS_FACTORIES: dict[str, Callable[[Settings], Synthesizer]] = {"local": _local_tts}
+def _riva_asr(settings: Settings) -> Recognizer:
+    from speech.providers.riva.asr import RivaRecognizer
+
+    return RivaRecognizer(settings.riva)
+
+
+def _riva_tts(settings: Settings) -> Synthesizer:
+    from speech.providers.riva.tts import RivaSynthesizer
+
+    return RivaSynthesizer(settings.riva)
+
+
+def _google_asr(settings: Settings) -> Recognizer:
+    from speech.providers.google.asr import GoogleRecognizer
+
+    return GoogleRecognizer(settings.google)
+
+
+def _elevenlabs_tts(settings: Settings) -> Synthesizer:
+    from speech.providers.elevenlabs.tts import ElevenLabsSynthesizer
+
+    return ElevenLabsSynthesizer(settings.elevenlabs)
+
+
+ASR_FACTORIES: dict[str, Callable[[Settings], Recognizer]] = {
+    "local": _local_asr,
+    "riva": _riva_asr,
+    "google": _google_asr,
+}
+TTS_FACTORIES: dict[str, Callable[[Settings], Synthesizer]] = {
+    "local": _local_tts,
+    "riva": _riva_tts,
+    "elevenlabs": _elevenlabs_tts,
+}
 
 
 def check_routes(settings: Settings) -> None:
@@ -52,38 +89,59 @@ class Engines:
     settings: Settings
     asr: dict[str, Recognizer] = field(default_factory=dict)
     tts: dict[str, Synthesizer] = field(default_factory=dict)
+    health: EngineHealth = field(init=False)
+    _asr_routes: dict[str, FailoverRecognizer] = field(default_factory=dict, init=False)
+    _tts_routes: dict[str, FailoverSynthesizer] = field(default_factory=dict, init=False)
 
-    def recognizer(self, route: str) -> Recognizer:
+    def __post_init__(self) -> None:
+        self.health = EngineHealth(self.settings.failover.cooldown_s)
+
+    def recognizer(self, route: str) -> FailoverRecognizer:
         chain = self.settings.routes.asr.get(route)
         if chain is None:
             raise NotFound(f"unsupported ASR provider: {route}")
-        return self.asr[chain[0]]
+        if route not in self._asr_routes:
+            self._asr_routes[route] = FailoverRecognizer(route, [self.asr[n] for n in chain], self.health)
+        return self._asr_routes[route]
 
-    def synthesizer(self, route: str) -> Synthesizer:
+    def synthesizer(self, route: str) -> FailoverSynthesizer:
         chain = self.settings.routes.tts.get(route)
         if chain is None:
             raise NotFound(f"unsupported TTS provider: {route}")
-        return self.tts[chain[0]]
+        if route not in self._tts_routes:
+            self._tts_routes[route] = FailoverSynthesizer(route, [self.tts[n] for n in chain], self.health)
+        return self._tts_routes[route]
 
     def describe(self) -> list[str]:
-        """One banner line per route: which engine serves it."""
+        """One banner line per route: which engines serve it, in order."""
         lines = []
-        for route, chain in self.settings.routes.asr.items():
-            lines.append(f"ASR /api/core/{route}/asr -> {' -> '.join(chain)} ({self.asr[chain[0]].description})")
+        for route in self.settings.routes.asr:
+            lines.append(f"ASR /api/core/{route}/asr -> {self.recognizer(route).description}")
         lines.append(f"ASR / (root) -> route '{self.settings.routes.root_asr}'")
-        for route, chain in self.settings.routes.tts.items():
-            lines.append(f"TTS /api/core/{route}/tts -> {' -> '.join(chain)} ({self.tts[chain[0]].description})")
+        for route in self.settings.routes.tts:
+            lines.append(f"TTS /api/core/{route}/tts -> {self.synthesizer(route).description}")
         return lines
 
+    async def aclose(self) -> None:
+        for engine in [*self.asr.values(), *self.tts.values()]:
+            closer = getattr(engine, "aclose", None) or getattr(engine, "close", None)
+            if closer is None:
+                continue
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+
     def close(self) -> None:
+        """Synchronous close of the engines that need no event loop (local pools)."""
         for engine in [*self.asr.values(), *self.tts.values()]:
             closer = getattr(engine, "close", None)
-            if closer is not None:
+            if closer is not None and not inspect.iscoroutinefunction(closer):
                 closer()
 
 
 def load_engines(settings: Settings) -> Engines:
-    """Blocking: loads every engine some chain names (run it off the event loop)."""
+    """Blocking: builds every engine some chain names (run it off the event loop).
+    Cloud engines open no connection here; they connect on first use."""
     check_routes(settings)
     engines = Engines(settings)
     for chain in settings.routes.asr.values():

@@ -1,4 +1,5 @@
 import asyncio
+import pathlib
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
@@ -58,9 +59,7 @@ def asr(key_id: str, idem: str, ms: int = 60_000, route: str = "google", receive
 
 
 def tts(key_id: str, idem: str, chars: int = 11, route: str = "elevenlabs"):
-    return UsageIn.tts(
-        PRICES, idempotency_key=idem, key_id=key_id, provider=route, engine="local", characters=chars
-    )
+    return UsageIn.tts(PRICES, idempotency_key=idem, key_id=key_id, provider=route, engine="local", characters=chars)
 
 
 def raw(path, sql, params=()):
@@ -78,8 +77,8 @@ async def test_open_sets_pragmas_and_schema(tmp_path):
     await led.close()
     assert path.exists()
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
-    assert raw(path, "PRAGMA user_version") == [(1,)]
-    assert SCHEMA_VERSION == 1
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == 2
     tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"api_keys", "usage"} <= tables
 
@@ -100,7 +99,7 @@ async def test_reopen_is_idempotent_and_keeps_data(tmp_path):
         async with await SqliteLedger.open(path) as led:
             assert (await led.authenticate(secret)).key_id == key.key_id
             assert await led.balance(key.key_id) == 1_000
-    assert raw(path, "PRAGMA user_version") == [(1,)]
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_newer_schema_is_refused(tmp_path):
@@ -278,6 +277,7 @@ async def test_record_usage_debits(ledger, clock):
         "cost": 1.25,
         "cost_uomcu": 1_250_000,
         "received_seconds": 1.73,
+        "upstream_characters": None,
         "created": "2025-01-31T12:00:00.123Z",
     }
     j = rec2.to_json()
@@ -319,9 +319,7 @@ async def test_record_usage_concurrent_duplicates(ledger):
 
 async def test_record_usage_concurrent_distinct(ledger):
     _, key = await ledger.create_key("alice", 0)
-    results = await asyncio.gather(
-        *(ledger.record_usage(asr(key.key_id, f"u{i % 25}", ms=1)) for i in range(100))
-    )
+    results = await asyncio.gather(*(ledger.record_usage(asr(key.key_id, f"u{i % 25}", ms=1)) for i in range(100)))
     assert sum(new for _, new in results) == 25
     assert await ledger.balance(key.key_id) == -25 * 834
     assert len(await ledger.usage(limit=1000)) == 25
@@ -494,3 +492,32 @@ def test_timestamps():
     assert parse_timestamp("2025-01-02") == "2025-01-02T00:00:00.000Z"
     with pytest.raises(ValueError):
         parse_timestamp("not a time")
+
+
+async def test_version_1_database_is_migrated_and_keeps_its_records(tmp_path: "pathlib.Path") -> None:
+    """A ledger written by schema v1 opens under v2: data kept, new column null."""
+    import sqlite3
+
+    from speech.metering.schema import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO api_keys VALUES ('abcdefabcdef', 'h', 'old', 5, '2025-01-01T00:00:00.000Z', NULL)")
+    conn.execute(
+        "INSERT INTO usage (idempotency_key, key_id, kind, provider, engine, characters, unit_price_uomcu, "
+        "cost_uomcu, created) VALUES ('t:1', 'abcdefabcdef', 'tts', 'riva', 'local', 3, 0, 0, "
+        "'2025-01-01T00:00:01.000Z')"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    ledger = await SqliteLedger.open(path)
+    try:
+        (record,) = await ledger.usage()
+        assert record.characters == 3 and record.upstream_characters is None
+        assert await ledger.balance("abcdefabcdef") == 5
+    finally:
+        await ledger.close()
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]

@@ -1,0 +1,222 @@
+"""Routing by composition: an ordered chain of engines behind one interface.
+
+:class:`FailoverRecognizer` and :class:`FailoverSynthesizer` implement the same
+one-method interfaces as the engines they wrap. They try the chain's engines
+in order; a *retryable* failure (:attr:`SpeechError.retryable`: connect
+refused, UNAVAILABLE, DEADLINE_EXCEEDED, 5xx, 429, a dropped stream) moves on
+to the next engine and puts the failed one in a cool-down; a *permanent*
+failure (bad credentials, invalid argument, not configured) is raised as it is.
+
+ASR failover replays the utterance: the audio of the utterance in flight is
+kept (at most one utterance, capped by the VAD's ``max_utterance_ms``) so the
+next engine receives it from its first byte and the client still gets its
+final transcript. Interim transcripts pass straight through; finals are held
+until their engine completes, so a failure after a partial answer never
+sends words twice. Every transcript is stamped with the engine that made it,
+and a successful run always ends with at least one final (possibly empty),
+so the caller can bill the engine that answered exactly once.
+
+Cool-down: an engine that failed with a retryable error is skipped for
+``cooldown_s``; when every engine of a chain is cooling down they are still
+tried, soonest-recovering first, rather than refusing service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from speech.errors import SpeechError
+from speech.providers.base import (
+    AudioChunk,
+    RecognitionConfig,
+    Recognizer,
+    SynthesisRequest,
+    Synthesizer,
+    Transcript,
+)
+
+log = logging.getLogger("speech.failover")
+
+
+@dataclass
+class EngineState:
+    failures: int = 0
+    cooling_until: float = 0.0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class EngineHealth:
+    """Cool-down bookkeeping, one entry per ``kind:engine`` (e.g. ``asr:riva``)."""
+
+    def __init__(self, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._state: dict[str, EngineState] = {}
+
+    def _get(self, key: str) -> EngineState:
+        return self._state.setdefault(key, EngineState())
+
+    def cooling(self, key: str) -> bool:
+        return self._get(key).cooling_until > self._clock()
+
+    def order(self, kind: str, names: Sequence[str]) -> list[str]:
+        """The chain with engines in cool-down moved behind the healthy ones."""
+        healthy = [n for n in names if not self.cooling(f"{kind}:{n}")]
+        cooling = sorted(
+            (n for n in names if self.cooling(f"{kind}:{n}")),
+            key=lambda n: self._get(f"{kind}:{n}").cooling_until,
+        )
+        return healthy + cooling
+
+    def failed(self, key: str, error: SpeechError) -> None:
+        state = self._get(key)
+        now = self._clock()
+        state.failures += 1
+        state.last_error = error.message
+        state.last_error_at = now
+        if error.retryable:
+            state.cooling_until = now + self.cooldown_s
+
+    def succeeded(self, key: str) -> None:
+        state = self._get(key)
+        state.failures = 0
+        state.cooling_until = 0.0
+
+    def snapshot(self) -> dict[str, dict[str, object]]:
+        """For ``/healthz``: each engine that has ever failed, and its cool-down."""
+        now = self._clock()
+        out: dict[str, dict[str, object]] = {}
+        for key, state in sorted(self._state.items()):
+            cooling = state.cooling_until > now
+            out[key] = {
+                "state": "cooling_down" if cooling else "ok",
+                "retry_in_s": round(state.cooling_until - now, 1) if cooling else 0,
+                "consecutive_failures": state.failures,
+                "last_error": state.last_error,
+                "last_error_age_s": None if state.last_error_at is None else round(now - state.last_error_at, 1),
+            }
+        return out
+
+
+class _Replay:
+    """The live audio of one utterance, readable from the start any number of times."""
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self._source = source
+        self._chunks: list[bytes] = []
+        self._done = False
+        self._lock = asyncio.Lock()
+
+    async def reader(self) -> AsyncIterator[bytes]:
+        i = 0
+        while True:
+            if i < len(self._chunks):
+                yield self._chunks[i]
+                i += 1
+                continue
+            if self._done:
+                return
+            async with self._lock:
+                if i < len(self._chunks) or self._done:
+                    continue
+                try:
+                    self._chunks.append(await anext(self._source))
+                except StopAsyncIteration:
+                    self._done = True
+
+    async def drain(self) -> None:
+        """Consume what the source still holds (an engine may stop reading early)."""
+        async for _ in self.reader():
+            pass
+
+
+class FailoverRecognizer:
+    kind = "asr"
+
+    def __init__(self, route: str, chain: Sequence[Recognizer], health: EngineHealth) -> None:
+        if not chain:
+            raise ValueError("an engine chain needs at least one engine")
+        self.route = route
+        self.chain = {e.name: e for e in chain}
+        self.names = [e.name for e in chain]
+        self.health = health
+        self.name = self.names[0]
+        self.description = " -> ".join(f"{e.name} [{e.description}]" for e in chain)
+
+    async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
+        replay = _Replay(audio)
+        last: SpeechError | None = None
+        for name in self.health.order(self.kind, self.names):
+            engine = self.chain[name]
+            finals: list[Transcript] = []
+            try:
+                async for t in engine.recognize(replay.reader(), config):
+                    stamped = dataclasses.replace(t, engine=name)
+                    if t.is_final:
+                        finals.append(stamped)
+                    else:
+                        yield stamped
+            except SpeechError as exc:
+                self.health.failed(f"{self.kind}:{name}", exc)
+                if not exc.retryable:
+                    raise
+                log.warning("%s route %s: engine %s failed (%s); trying the next", self.kind, self.route, name, exc)
+                last = exc
+                continue
+            self.health.succeeded(f"{self.kind}:{name}")
+            await replay.drain()
+            for f in finals:
+                yield f
+            if not finals:
+                yield Transcript(text="", is_final=True, engine=name)
+            return
+        assert last is not None
+        raise last
+
+
+class FailoverSynthesizer:
+    """TTS chain. Audio is collected per engine and released once the engine
+    has finished, so a failure half-way through falls over to the next engine
+    instead of delivering a truncated file."""
+
+    kind = "tts"
+
+    def __init__(self, route: str, chain: Sequence[Synthesizer], health: EngineHealth) -> None:
+        if not chain:
+            raise ValueError("an engine chain needs at least one engine")
+        self.route = route
+        self.chain = {e.name: e for e in chain}
+        self.names = [e.name for e in chain]
+        self.health = health
+        self.name = self.names[0]
+        self.description = " -> ".join(f"{e.name} [{e.description}]" for e in chain)
+
+    async def synthesize_with_engine(self, request: SynthesisRequest) -> tuple[str, list[AudioChunk]]:
+        """(the engine that answered, its complete audio)."""
+        last: SpeechError | None = None
+        for name in self.health.order(self.kind, self.names):
+            engine = self.chain[name]
+            try:
+                chunks = [chunk async for chunk in engine.synthesize(request)]
+            except SpeechError as exc:
+                self.health.failed(f"{self.kind}:{name}", exc)
+                if not exc.retryable:
+                    raise
+                log.warning("%s route %s: engine %s failed (%s); trying the next", self.kind, self.route, name, exc)
+                last = exc
+                continue
+            self.health.succeeded(f"{self.kind}:{name}")
+            return name, chunks
+        assert last is not None
+        raise last
+
+    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
+        _, chunks = await self.synthesize_with_engine(request)
+        for chunk in chunks:
+            yield chunk
