@@ -29,6 +29,8 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # faster-whisper logs every decode at INFO; our own per-session line says more.
     logging.getLogger("faster_whisper").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # httpx logs every upstream request at INFO; failures are logged by the adapters.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("speech").info(
         "speech gateway starting on http://%s:%d (ledger %s); loading engines...",
         settings.server.host,

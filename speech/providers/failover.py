@@ -63,7 +63,8 @@ class EngineHealth:
         return self._state.setdefault(key, EngineState())
 
     def cooling(self, key: str) -> bool:
-        return self._get(key).cooling_until > self._clock()
+        state = self._state.get(key)
+        return state is not None and state.cooling_until > self._clock()
 
     def order(self, kind: str, names: Sequence[str]) -> list[str]:
         """The chain with engines in cool-down moved behind the healthy ones."""
@@ -84,7 +85,9 @@ class EngineHealth:
             state.cooling_until = now + self.cooldown_s
 
     def succeeded(self, key: str) -> None:
-        state = self._get(key)
+        state = self._state.get(key)
+        if state is None:
+            return
         state.failures = 0
         state.cooling_until = 0.0
 
@@ -202,10 +205,12 @@ class FailoverSynthesizer:
         last: SpeechError | None = None
         for name in self.health.order(self.kind, self.names):
             engine = self.chain[name]
+            caller_owned = bool(request.caller_api_key) and getattr(engine, "uses_caller_key", False)
             try:
                 chunks = [chunk async for chunk in engine.synthesize(request)]
             except SpeechError as exc:
-                self.health.failed(f"{self.kind}:{name}", exc)
+                if not caller_owned:
+                    self.health.failed(f"{self.kind}:{name}", exc)
                 if not exc.retryable:
                     raise
                 log.warning("%s route %s: engine %s failed (%s); trying the next", self.kind, self.route, name, exc)

@@ -191,3 +191,14 @@ def test_empty_chain_is_refused() -> None:
         FailoverRecognizer("google", [], health)
     with pytest.raises(ValueError):
         FailoverSynthesizer("riva", [], health)
+
+
+async def test_callers_own_key_failures_do_not_cool_down_the_shared_engine() -> None:
+    a = ScriptedSynth("a", fail_after=0)
+    a.uses_caller_key = True  # type: ignore[attr-defined]
+    health = EngineHealth(30)
+    rec = FailoverSynthesizer("elevenlabs", [a, ScriptedSynth("b")], health)
+    engine, _ = await rec.synthesize_with_engine(SynthesisRequest("hi", caller_api_key="their-key"))
+    assert engine == "b" and "tts:a" not in health.snapshot()
+    await rec.synthesize_with_engine(SynthesisRequest("hi"))
+    assert health.snapshot()["tts:a"]["state"] == "cooling_down"
