@@ -36,6 +36,34 @@ def engines() -> Iterator[Engines]:
     eng.close()
 
 
+def with_local(settings: Settings, local: Engines) -> Engines:
+    """Engines for ``settings``: the already loaded local ones, plus fresh
+    instances of every other engine the routes name."""
+    from speech.providers.registry import ASR_FACTORIES, TTS_FACTORIES
+
+    out = Engines(settings)
+    for chain in settings.routes.asr.values():
+        for name in chain:
+            out.asr.setdefault(name, Shared(local.asr[name]) if name == "local" else ASR_FACTORIES[name](settings))
+    for chain in settings.routes.tts.values():
+        for name in chain:
+            out.tts.setdefault(name, Shared(local.tts[name]) if name == "local" else TTS_FACTORIES[name](settings))
+    return out
+
+
+class Shared:
+    """A session-wide engine lent to one server: everything passes through
+    except closing, which belongs to the session fixture."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("close", "aclose"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
 @dataclass
 class RunningServer:
     settings: Settings
@@ -65,8 +93,8 @@ class RunningServer:
         return await SqliteLedger.open(self.db)
 
 
-def start_server(settings: Settings, engines: Engines | None) -> RunningServer:
-    app = create_app(settings, engines=engines)
+def start_server(settings: Settings, engines: Engines | None, close_engines: bool = False) -> RunningServer:
+    app = create_app(settings, engines=engines, close_engines=close_engines)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -98,11 +126,17 @@ def make_server(tmp_path: Path, engines: Engines) -> Iterator[Any]:
     """Factory: make_server(**section_overrides) -> RunningServer (stopped at teardown)."""
     started: list[RunningServer] = []
 
-    def make(overrides: dict[str, Any] | None = None, *, with_engines: Engines | None | bool = True) -> RunningServer:
+    def make(overrides: dict[str, Any] | None = None, *, with_engines: Any = True) -> RunningServer:
+        """``with_engines``: True = the shared local engines plus any cloud
+        engines the settings' routes name (built fresh for this server);
+        an Engines object = exactly those; False = load at start-up."""
         over = {"server.db": str(tmp_path / f"ledger{len(started)}.db"), **(overrides or {})}
         settings = load_settings(environ={}, overrides=over)
-        eng = engines if with_engines is True else (with_engines or None)
-        srv = start_server(settings, eng)
+        if with_engines is True:
+            eng: Engines | None = with_local(settings, engines)
+        else:
+            eng = with_engines or None
+        srv = start_server(settings, eng, close_engines=with_engines is True)
         started.append(srv)
         return srv
 

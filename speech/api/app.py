@@ -34,10 +34,11 @@ def create_app(
     *,
     ledger: Ledger | None = None,
     engines: Engines | None = None,
+    close_engines: bool = False,
 ) -> Starlette:
     """Build the app. A ``ledger`` or ``engines`` passed in are used as they
-    are and not closed on shutdown (tests share them); otherwise they are
-    opened from the settings during start-up."""
+    are and not closed on shutdown unless ``close_engines`` (tests share
+    them); otherwise they are opened from the settings during start-up."""
     check_routes(settings)
     prices = PriceTable.from_settings(settings.prices)
     prices.check_routes(settings.routes.asr, settings.routes.tts)
@@ -57,6 +58,8 @@ def create_app(
         try:
             yield
         finally:
+            if engines is not None and close_engines:
+                await engines.aclose()
             if loader is not None:
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

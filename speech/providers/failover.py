@@ -24,6 +24,7 @@ tried, soonest-recovering first, rather than refusing service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -108,35 +109,63 @@ class EngineHealth:
 
 
 class _Replay:
-    """The live audio of one utterance, readable from the start any number of times."""
+    """The live audio of one utterance, readable from the start any number of times.
+
+    A pump task owned by the replay reads the source; readers only wait for
+    it. So an engine that is cancelled while it waits for audio (adapters
+    cancel their sender tasks when a stream fails) never cancels the source
+    itself, and the next engine still receives every chunk.
+    """
 
     def __init__(self, source: AsyncIterator[bytes]) -> None:
         self._source = source
         self._chunks: list[bytes] = []
         self._done = False
-        self._lock = asyncio.Lock()
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        try:
+            async for chunk in self._source:
+                self._chunks.append(chunk)
+                self._notify()
+        except Exception as exc:  # handed to the readers
+            self._error = exc
+        finally:
+            self._done = True
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def reader(self) -> AsyncIterator[bytes]:
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run())
         i = 0
         while True:
             if i < len(self._chunks):
                 yield self._chunks[i]
                 i += 1
-                continue
-            if self._done:
+            elif self._done:
+                if self._error is not None:
+                    raise self._error
                 return
-            async with self._lock:
-                if i < len(self._chunks) or self._done:
-                    continue
-                try:
-                    self._chunks.append(await anext(self._source))
-                except StopAsyncIteration:
-                    self._done = True
+            else:
+                await self._changed.wait()
 
     async def drain(self) -> None:
-        """Consume what the source still holds (an engine may stop reading early)."""
-        async for _ in self.reader():
-            pass
+        """Wait until the source is exhausted (an engine may stop reading early)."""
+        if self._pump is None:
+            self._pump = asyncio.create_task(self._run())
+        await asyncio.shield(self._pump)
+
+    async def aclose(self) -> None:
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
 
 
 class FailoverRecognizer:
@@ -154,6 +183,13 @@ class FailoverRecognizer:
 
     async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
         replay = _Replay(audio)
+        try:
+            async for transcript in self._run(replay, config):
+                yield transcript
+        finally:
+            await replay.aclose()
+
+    async def _run(self, replay: _Replay, config: RecognitionConfig) -> AsyncIterator[Transcript]:
         last: SpeechError | None = None
         for name in self.health.order(self.kind, self.names):
             engine = self.chain[name]

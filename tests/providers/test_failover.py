@@ -202,3 +202,54 @@ async def test_callers_own_key_failures_do_not_cool_down_the_shared_engine() -> 
     assert engine == "b" and "tts:a" not in health.snapshot()
     await rec.synthesize_with_engine(SynthesisRequest("hi"))
     assert health.snapshot()["tts:a"]["state"] == "cooling_down"
+
+
+class CancelsItsReader:
+    """Like the gRPC adapters: a sender task reads the audio and is cancelled
+    when the upstream stream fails, possibly while it waits for more audio."""
+
+    name = "a"
+    description = "a"
+
+    async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
+        import asyncio
+
+        got: list[bytes] = []
+        two = asyncio.Event()
+
+        async def sender() -> None:
+            async for chunk in audio:
+                got.append(chunk)
+                if len(got) == 2:
+                    two.set()
+
+        task = asyncio.create_task(sender())
+        await two.wait()
+        task.cancel()
+        raise UpstreamUnavailable("Failed to connect to a server")
+        yield  # pragma: no cover
+
+
+async def test_a_cancelled_reader_never_cancels_the_live_source() -> None:
+    import asyncio
+
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def live() -> AsyncIterator[bytes]:
+        while (chunk := await queue.get()) is not None:
+            yield chunk
+
+    b = ScriptedRecognizer("b")
+    rec = FailoverRecognizer("riva", [CancelsItsReader(), b], EngineHealth(30))
+
+    async def feed() -> None:
+        for c in CHUNKS:
+            queue.put_nowait(c)
+            await asyncio.sleep(0.001)
+        queue.put_nowait(None)
+
+    feeder = asyncio.create_task(feed())
+    out = [t async for t in rec.recognize(live(), RecognitionConfig())]
+    await feeder
+    assert out == [Transcript("b heard 1000", engine="b")]
+    assert b"".join(b.heard) == b"".join(CHUNKS)
