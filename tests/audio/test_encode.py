@@ -196,9 +196,7 @@ def test_no_resample_when_rates_match() -> None:
     assert encode(SINE, ENGINE_RATE, parse_output_format("pcm_22050")) == SINE
 
 
-@pytest.mark.parametrize(
-    ("rate", "target"), [(22050, "pcm_48000"), (24000, "pcm_8000"), (16000, "pcm_44100")]
-)
+@pytest.mark.parametrize(("rate", "target"), [(22050, "pcm_48000"), (24000, "pcm_8000"), (16000, "pcm_44100")])
 def test_resampling_keeps_every_sample(rate: int, target: str) -> None:
     fmt = parse_output_format(target)
     data = encode(_sine(rate, seconds=0.5), rate, fmt)
