@@ -156,6 +156,44 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+class CpuMeter:
+    """CPU used while measuring, in cores: by this process (gateway + clients)
+    and by everything else on the machine (from /proc/stat). Other work on a
+    2-core machine changes the results, so every measurement records it."""
+
+    def __init__(self) -> None:
+        self._t = time.monotonic()
+        self._own = self._own_s()
+        self._busy = self._busy_s()
+
+    @staticmethod
+    def _own_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float | None]:
+        wall = max(1e-9, time.monotonic() - self._t)
+        own = (self._own_s() - self._own) / wall
+        busy = self._busy_s()
+        other = None if busy is None or self._busy is None else max(0.0, (busy - self._busy) / wall - own)
+        return {"own_cores": round(own, 2), "other_cores": None if other is None else round(other, 2)}
+
+
+def warn_if_busy(cpu: dict[str, float | None], what: str) -> None:
+    other = cpu.get("other_cores")
+    if other is not None and other > 0.2:
+        print(f"    ! other processes used {other:.2f} cores during {what}; its numbers are disturbed", flush=True)
+
+
 # ---------------------------------------------------------------- server
 
 
@@ -319,11 +357,11 @@ class Replica:
             voice_end_ms = (last + 1) * frame_ms if last is not None else ev.end_ms
             voice_end_ms = min(voice_end_ms, ev.end_ms)
             pos = voice_end_ms * RATE // 1000
-            seg = next(
-                (i for i, s in enumerate(plan.segments) if s.start <= ev.start_ms * RATE // 1000 < s.end),
-                len(plan.segments) - 1,
+            # The file an utterance belongs to: the segment holding its last voiced audio.
+            seg = next((i for i, s in enumerate(plan.segments) if s.start < pos <= s.end), len(plan.segments) - 1)
+            exp = Expected(
+                ev.utterance, seg, ev.start_ms, ev.end_ms, ev.reason, voice_end_ms, plan.chunk_of(pos), chunk
             )
-            exp = Expected(ev.utterance, seg, ev.start_ms, ev.end_ms, ev.reason, voice_end_ms, plan.chunk_of(pos), chunk)
             exp.text = self._decode(b"".join(pcm[ev.utterance]))
             out.append(exp)
         return out
@@ -437,6 +475,7 @@ def match(expected: list[Expected], run: StreamRun) -> tuple[list[Matched], int]
 def bench_rtf(engine: WhisperRecognizer, samples: list[Sample]) -> dict[str, Any]:
     engine.transcribe_pcm(samples[0].pcm[: 2 * RATE * 2])  # warm-up, not counted
     rows = []
+    meter = CpuMeter()
     for s in samples:
         t = time.perf_counter()
         tr = engine.transcribe_pcm(s.pcm, "en-US")
@@ -459,15 +498,19 @@ def bench_rtf(engine: WhisperRecognizer, samples: list[Sample]) -> dict[str, Any
         "files": rows,
         "overall": {"audio_s": round(audio, 3), "decode_s": round(dec, 4), "rtf": round(dec / audio, 4)},
         "wer_pooled": round(pooled, 4),
+        "cpu": meter.read(),
     }
 
 
 def print_rtf(res: dict[str, Any], threads: int) -> None:
     print(f"\n[1] Real-time factor, engine alone (1 decode at a time, {threads} CPU thread(s) per decode)")
-    rows = [[r["file"], fmt(r["audio_s"]), fmt(r["decode_s"], 3), fmt(r["rtf"], 3), fmt(r["wer"])] for r in res["files"]]
+    rows = [
+        [r["file"], fmt(r["audio_s"]), fmt(r["decode_s"], 3), fmt(r["rtf"], 3), fmt(r["wer"])] for r in res["files"]
+    ]
     o = res["overall"]
     rows.append(["overall", fmt(o["audio_s"]), fmt(o["decode_s"], 3), fmt(o["rtf"], 3), fmt(res["wer_pooled"])])
     print(table(["file", "audio s", "decode s", "RTF", "WER"], rows))
+    warn_if_busy(res["cpu"], "the RTF decodes")
 
 
 # ------------------------------------------------------------ section 2
@@ -482,6 +525,7 @@ async def bench_latency(
     post_vad: list[float] = []
     problems: list[str] = []
     slip = 0.0
+    meter = CpuMeter()
     for _ in range(runs):
         run = await stream(srv, plan, query)
         slip = max(slip, run.max_slip_s)
@@ -523,6 +567,7 @@ async def bench_latency(
         "after_vad_end": summary(post_vad),
         "max_send_slip_s": round(slip, 4),
         "problems": problems,
+        "cpu": meter.read(),
     }
 
 
@@ -544,22 +589,39 @@ def print_latency(results: list[dict[str, Any]], settings: Settings) -> None:
                 fmt(lat["max"]),
                 fmt(post["p50"]),
                 fmt(post["p95"]),
+                fmt(res["cpu"]["other_cores"]),
                 "ok" if not res["problems"] else f"{len(res['problems'])} problem(s)",
             ]
         )
     print(
         table(
-            ["silence_ms", "runs", "n", "p50 s", "p95 s", "max s", "after-VAD p50", "after-VAD p95", "status"],
+            [
+                "silence_ms",
+                "runs",
+                "n",
+                "p50 s",
+                "p95 s",
+                "max s",
+                "after-VAD p50",
+                "after-VAD p95",
+                "other cpu",
+                "status",
+            ],
             rows,
         )
     )
     base = results[0]
-    print("    per file (silence_ms default): " + ", ".join(
-        f"{f['file']} {fmt(f['p50'])}s (trailing silence in file {f['trailing_silence_ms']} ms)" for f in base["files"]
-    ))
+    print(
+        "    per file (silence_ms default): "
+        + ", ".join(
+            f"{f['file']} {fmt(f['p50'])}s (trailing silence in file {f['trailing_silence_ms']} ms)"
+            for f in base["files"]
+        )
+    )
     for res in results:
         for p in res["problems"]:
             print(f"    ! {p}")
+        warn_if_busy(res["cpu"], f"the latency run with {res['query'] or 'default settings'}")
 
 
 # ------------------------------------------------------------ section 3
@@ -593,14 +655,17 @@ async def bench_streams(
             plan = build_plan(order, LEAD_MS * (1 + i % 3), gap_ms)
             plans.append(plan)
             expects.append(replica.expect(plan, {}))
+        meter = CpuMeter()
         runs = await asyncio.gather(*(stream(srv, p, {}) for p in plans))
+        cpu = meter.read()
         lags: list[float] = []
         post: list[float] = []
         first: list[float] = []
         last: list[float] = []
         missing = mismatched = extra_total = errors = unclean = 0
         slip = 0.0
-        for plan, expected, run in zip(plans, expects, runs, strict=True):
+        utts: list[dict[str, Any]] = []
+        for i, (plan, expected, run) in enumerate(zip(plans, expects, runs, strict=True)):
             matched, extra = match(expected, run)
             extra_total += extra
             errors += len(run.errors)
@@ -613,8 +678,19 @@ async def bench_streams(
                 mismatched += int(not m.text_ok)
                 lag = m.t - run.send_times[m.exp.voice_chunk]
                 lags.append(lag)
-                if m.exp.end_chunk is not None:
-                    post.append(m.t - run.send_times[m.exp.end_chunk])
+                after = None if m.exp.end_chunk is None else m.t - run.send_times[m.exp.end_chunk]
+                if after is not None:
+                    post.append(after)
+                utts.append(
+                    {
+                        "stream": i,
+                        "file": plan.segments[m.exp.segment].name,
+                        "audio_s": round((m.exp.end_ms - m.exp.start_ms) / 1000, 2),
+                        "voice_end_s": round(run.send_times[m.exp.voice_chunk] - run.t0, 3),
+                        "lag_s": round(lag, 3),
+                        "after_vad_s": None if after is None else round(after, 3),
+                    }
+                )
                 at = m.exp.voice_end_ms / 1000 / plan.seconds
                 if at < 1 / 3:
                     first.append(lag)
@@ -648,15 +724,19 @@ async def bench_streams(
                 "lag_growth_s": growth,
                 "max_send_slip_s": round(slip, 4),
                 "sustained": sustained,
+                "cpu": cpu,
                 "why_not": reasons,
+                "utterances": sorted(utts, key=lambda u: (u["stream"], u["voice_end_s"])),
             }
         )
         print(
             f"    N={n:>2}: lag p50 {fmt(pct(lags, 50))} s p95 {fmt(p95)} s, "
-            f"{len(lags)}/{len(lags) + missing} replies, growth {fmt(growth)} s -> "
+            f"{len(lags)}/{len(lags) + missing} replies, growth {fmt(growth)} s, "
+            f"cpu {cpu['own_cores']} cores (+{cpu['other_cores']} other) -> "
             f"{'sustained' if sustained else 'NOT sustained (' + '; '.join(reasons) + ')'}",
             flush=True,
         )
+        warn_if_busy(cpu, f"N={n}")
         if sustained:
             largest = max(largest, n)
         elif not keep_going:
@@ -664,6 +744,8 @@ async def bench_streams(
     return {
         "levels": out,
         "largest_sustained": largest,
+        # False when every level tried was sustained: the limit lies above them.
+        "limit_found": any(not lv["sustained"] for lv in out),
         "lag_bound_s": lag_bound,
         "growth_bound_s": growth_bound,
         "gap_ms": gap_ms,
@@ -687,12 +769,24 @@ def print_streams(res: dict[str, Any], settings: Settings) -> None:
                 fmt(lv["after_vad_end"]["p95"]),
                 fmt(lv["lag_median_first_third"]),
                 fmt(lv["lag_median_last_third"]),
+                fmt(lv["cpu"]["other_cores"]),
                 "yes" if lv["sustained"] else "no",
             ]
         )
     print(
         table(
-            ["N", "replies", "lag p50", "lag p95", "lag max", "after-VAD p95", "1st third", "last third", "sustained"],
+            [
+                "N",
+                "replies",
+                "lag p50",
+                "lag p95",
+                "lag max",
+                "after-VAD p95",
+                "1st third",
+                "last third",
+                "other cpu",
+                "sustained",
+            ],
             rows,
         )
     )
@@ -700,6 +794,8 @@ def print_streams(res: dict[str, Any], settings: Settings) -> None:
         f"    largest N sustained: {res['largest_sustained']} "
         f"(p95 lag <= {res['lag_bound_s']} s, growth <= {res['growth_bound_s']} s, every reply arrived)"
     )
+    if not res["limit_found"]:
+        print("    every level tried was sustained: the limit is higher (try e.g. --levels 16,20,24)")
 
 
 # ------------------------------------------------------------------ main
@@ -735,7 +831,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=None, help="latency runs over every file (default 3, quick 1)")
     p.add_argument("--alt-silence-ms", type=int, default=300, help="second latency run with ?silence_ms= (0: skip)")
     p.add_argument("--levels", default=None, help="concurrent stream counts (default 1,2,4,8,12,16; quick 1,4)")
-    p.add_argument("--duration", type=float, default=None, help="seconds of speech loop per stream (default 20, quick 8)")
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds of speech loop per stream (default 20, quick 8)"
+    )
     p.add_argument("--gap-ms", type=int, default=1200, help="silence between files in the stream loop")
     p.add_argument("--lag-bound", type=float, default=2.0, help="p95 reply lag (s) a sustained level stays under")
     p.add_argument("--growth-bound", type=float, default=0.5, help="allowed rise (s) of median lag, first->last third")
