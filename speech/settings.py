@@ -244,7 +244,8 @@ class ElevenLabsSettings:
     # fee (OMCU per 1M characters) instead of the route's price.
     caller_key_fee_per_million_chars: Decimal = Decimal(0)
     connect_timeout_s: float = field(default=5.0, metadata=_rng(0.1, 120))
-    first_result_timeout_s: float = field(default=15.0, metadata=_rng(0.1, 600))
+    # Under OM1's own 15 s read timeout, so a failover can still answer in time.
+    first_result_timeout_s: float = field(default=10.0, metadata=_rng(0.1, 600))
 
     @property
     def configured(self) -> bool:
