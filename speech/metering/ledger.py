@@ -499,8 +499,14 @@ class SqliteLedger(Ledger):
     the write lock up front and cannot deadlock against another process.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: str, clock: Clock) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, path: str, clock: Clock, reader: aiosqlite.Connection | None = None
+    ) -> None:
         self._conn = conn
+        # Reads use their own connection: in WAL mode they see the last
+        # committed state and never wait for the writer's lock. (":memory:"
+        # has no second connection to the same database, so reads share.)
+        self._reader = reader
         self._path = path
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -533,7 +539,12 @@ class SqliteLedger(Ledger):
             if isinstance(exc, sqlite3.Error):
                 raise ConfigError(f"cannot use database {spath}: {exc}") from exc
             raise
-        return cls(conn, spath, clock or _utc_now)
+        reader = None
+        if spath != ":memory:" and "mode=memory" not in spath:
+            reader = await aiosqlite.connect(spath, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await reader.execute("PRAGMA query_only = ON")
+        return cls(conn, spath, clock or _utc_now, reader)
 
     @property
     def path(self) -> str:
@@ -545,6 +556,8 @@ class SqliteLedger(Ledger):
         self._closed = True
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._reader is not None:
+            await self._reader.close()
         await self._conn.close()
 
     # ------------------------------------------------------------ plumbing
@@ -554,7 +567,10 @@ class SqliteLedger(Ledger):
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        # Reads take the lock too: on the shared connection a read between
+        if self._reader is not None:
+            yield self._reader
+            return
+        # Sharing the writer's connection: take the lock, or a read between
         # another task's statements would see its uncommitted writes.
         async with self._lock:
             yield self._conn
