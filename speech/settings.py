@@ -75,7 +75,11 @@ class Secret:
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = field(default=8080, metadata=_rng(0, 65535))
+    # A SQLite file path, or postgresql://user@host/db to share one ledger
+    # between several gateways.
     db: str = "speech.db"
+    # Names this process in stream leases; "" = hostname:pid.
+    replica_id: str = ""
     log_level: str = "info"
     # Hard transport limit: frames above it are refused by the websocket
     # layer (close 1009). Frames between limits.max_frame_bytes and this get
@@ -89,6 +93,14 @@ class LimitSettings:
     # Consecutive invalid frames before the connection is closed with 4400.
     max_invalid_frames: int = field(default=10, metadata=_rng(1))
     tts_max_chars: int = field(default=5000, metadata=_rng(1))
+    # Credit held for an utterance or request until it is settled; a replica
+    # killed mid-stream leaves reservations that expire after this long.
+    reservation_ttl_s: int = field(default=120, metadata=_rng(10, 3600))
+    # Concurrent-stream leases are renewed by live streams; a dead replica's
+    # leases lapse after this long.
+    stream_lease_ttl_s: int = field(default=15, metadata=_rng(3, 600))
+    # How often each replica checks its open streams' keys for revocation.
+    revocation_poll_s: float = field(default=0.5, metadata=_rng(0.1, 60))
 
 
 @dataclass(frozen=True)
@@ -154,12 +166,46 @@ def _tts_prices() -> dict[str, Decimal]:
     return {"elevenlabs": Decimal(30000), "riva": Decimal(10000), "local": Decimal(0)}
 
 
+# The seed's LLM table (OMCU per 1M tokens), keyed by model prefix, for the
+# chat-completions relay.
+def _llm_input() -> dict[str, Decimal]:
+    return {
+        "gpt-4o-mini": Decimal(7000),
+        "gpt-4o": Decimal(42500),
+        "deepseek-chat": Decimal(1400),
+        "gemini-2.5-flash": Decimal(3000),
+    }
+
+
+def _llm_output() -> dict[str, Decimal]:
+    return {
+        "gpt-4o-mini": Decimal(28000),
+        "gpt-4o": Decimal(170000),
+        "deepseek-chat": Decimal(2800),
+        "gemini-2.5-flash": Decimal(25000),
+    }
+
+
 @dataclass(frozen=True)
 class PriceSettings:
     """OMCU prices by public route. Fractions are allowed (e.g. 0.5)."""
 
     asr_per_minute: dict[str, Decimal] = field(default_factory=_asr_prices)
     tts_per_million_chars: dict[str, Decimal] = field(default_factory=_tts_prices)
+    llm_input_per_million_tokens: dict[str, Decimal] = field(default_factory=_llm_input)
+    llm_output_per_million_tokens: dict[str, Decimal] = field(default_factory=_llm_output)
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The operator's credential for the admin API (accounts, top-ups, any key).
+
+    There is no default: with no token the admin API answers 503 "admin API
+    not configured", and the CLI (which works on the database directly) is
+    the way in."""
+
+    token: Secret = field(default_factory=Secret)
+    token_file: str = ""
 
 
 def _tts_formats() -> dict[str, str]:
@@ -271,6 +317,7 @@ class Settings:
     google: GoogleSettings = field(default_factory=GoogleSettings)
     elevenlabs: ElevenLabsSettings = field(default_factory=ElevenLabsSettings)
     failover: FailoverSettings = field(default_factory=FailoverSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some keys of one section changed (used by the CLI)."""
@@ -338,20 +385,22 @@ def _auto_routes(settings: Settings, raw_routes: Any) -> Settings:
 
 
 def _read_secret_files(settings: Settings) -> Settings:
-    """Fill ``api_key`` from ``api_key_file`` where only the file is given."""
-    for section in ("riva", "google", "elevenlabs"):
+    """Fill each secret from its ``*_file`` setting where only the file is given."""
+    for section, name in (("riva", "api_key"), ("google", "api_key"), ("elevenlabs", "api_key"), ("admin", "token")):
         sub = getattr(settings, section)
-        if sub.api_key or not sub.api_key_file:
+        path = getattr(sub, f"{name}_file")
+        if getattr(sub, name) or not path:
             continue
+        where = f"setting '{section}.{name}_file'"
         try:
-            value = Path(sub.api_key_file).read_text().strip()
+            value = Path(path).read_text().strip()
         except OSError as exc:
-            raise ConfigError(
-                f"setting '{section}.api_key_file': cannot read {sub.api_key_file}: {exc.strerror}"
-            ) from exc
+            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
         if not value:
-            raise ConfigError(f"setting '{section}.api_key_file': {sub.api_key_file} is empty")
-        settings = settings.replace(section, api_key=Secret(value))
+            raise ConfigError(f"{where}: {path} is empty")
+        settings = settings.replace(section, **{name: Secret(value)})
+    if settings.admin.token and len(settings.admin.token.get()) < 16:
+        raise ConfigError("setting 'admin.token' must be at least 16 characters (use a random one)")
     return settings
 
 

@@ -233,7 +233,8 @@ def test_overrides_by_section_table() -> None:
 
 def test_unknown_section() -> None:
     message = config_error(r"unknown setting 'nope'", environ={"SPEECH_NOPE__X": "1"})
-    assert "known here: elevenlabs, failover, google, limits, local, prices, riva, routes, server, tts, vad" in message
+    sections = "admin, elevenlabs, failover, google, limits, local, prices, riva, routes, server, tts, vad"
+    assert f"known here: {sections}" in message
 
 
 def test_unknown_section_in_toml(tmp_path: Path) -> None:
@@ -256,7 +257,7 @@ def test_empty_key_after_a_section() -> None:
 @pytest.mark.parametrize("name", ["SPEECH_PROT", "SPEECH_SILENCE_MS", "SPEECH_VAD"])
 def test_unknown_flat_env_name(name: str) -> None:
     message = config_error(f"unknown environment setting {name}:", environ={name: "1"})
-    assert "SPEECH_DB, SPEECH_HOST, SPEECH_LOG_LEVEL, SPEECH_PORT, SPEECH_WS_MAX_SIZE" in message
+    assert "SPEECH_DB, SPEECH_HOST, SPEECH_LOG_LEVEL, SPEECH_PORT, SPEECH_REPLICA_ID, SPEECH_WS_MAX_SIZE" in message
     assert "SPEECH_<SECTION>__<KEY>" in message
 
 
@@ -382,3 +383,20 @@ def test_replace() -> None:
     assert t.replace("vad", mode=1).vad.mode == 1
     with pytest.raises(TypeError):
         s.replace("server", nope=1)
+
+
+def test_admin_token_from_file_and_minimum_length(tmp_path: Path) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("0123456789abcdef-long-enough\n")
+    s = load_settings(environ={"SPEECH_ADMIN__TOKEN_FILE": str(token)})
+    assert s.admin.token.get() == "0123456789abcdef-long-enough"
+    assert "0123456789abcdef" not in repr(s)
+    with pytest.raises(ConfigError, match="at least 16 characters"):
+        load_settings(environ={"SPEECH_ADMIN__TOKEN": "short"})
+    assert not load_settings(environ={}).admin.token  # no default credential
+
+
+def test_llm_price_table_has_the_seed_defaults() -> None:
+    p = load_settings(environ={}).prices
+    assert p.llm_input_per_million_tokens["gpt-4o"] == 42500 and p.llm_output_per_million_tokens["gpt-4o"] == 170000
+    assert p.llm_input_per_million_tokens["deepseek-chat"] == 1400
