@@ -136,6 +136,13 @@ class AsrSession:
             out.append(CloseRequested())
         return out
 
+    def cap_utterance(self, utterance: int, ms: int) -> None:
+        """Limit utterance ``utterance``, if still open, to ``ms`` of forwarded
+        audio: the credit reserved for it. Past that it ends (reason
+        ``budget``) and the next audio opens a new utterance."""
+        if self._vad.open_index == utterance:
+            self._vad.cap_open(ms)
+
     # ---------------------------------------------------------- helpers
 
     def _reject(self, exc: InvalidFrame) -> list[SessionEvent]:

@@ -20,7 +20,9 @@ What is forwarded to the recognizer:
   is never sent. Silence between utterances is never sent.
 * an utterance reaching ``max_utterance_ms`` of forwarded audio is closed
   (reason ``max_length``) and the next frame opens a new one without pre-roll,
-  so no audio is sent twice and none is lost.
+  so no audio is sent twice and none is lost. :meth:`VadSegmenter.cap_open`
+  can lower that cap for the open utterance (the credit reserved for it);
+  reaching it closes the utterance with reason ``budget`` the same way.
 
 Times are stream positions in milliseconds of 16 kHz audio. The machine
 does no I/O and keeps no clock: tests drive it with bytes.
@@ -63,7 +65,7 @@ class UtteranceEnded:
     start_ms: int
     end_ms: int
     forwarded_ms: int
-    reason: str  # "silence" | "max_length" | "flush"
+    reason: str  # "silence" | "max_length" | "budget" | "flush"
 
 
 VadEvent = UtteranceStarted | UtteranceAudio | UtteranceEnded
@@ -103,6 +105,7 @@ class VadSegmenter:
         self._open = False
         self._utt_start = 0
         self._utt_bytes = 0
+        self._cap = self._max_bytes  # the open utterance's cap, in bytes
         self._out: list[VadEvent] = []
         self._pending = bytearray()  # forwarded audio not yet emitted as an event
 
@@ -122,6 +125,20 @@ class VadSegmenter:
             self._frame(bytes(view[off : off + fb]))
         self._partial = bytearray(view[whole:])
         return self._drain()
+
+    @property
+    def open_index(self) -> int | None:
+        """The index of the open utterance, or None."""
+        return self._index if self._open else None
+
+    def cap_open(self, ms: int) -> None:
+        """Lower the open utterance's cap to ``ms`` of forwarded audio (whole
+        frames, at least one). Audio already forwarded stays; the next frame
+        past the cap closes the utterance with reason ``budget``."""
+        if not self._open:
+            return
+        cap = max(1, ms // self._frame_ms) * self._frame_bytes
+        self._cap = min(self._cap, cap)
 
     def flush(self) -> list[VadEvent]:
         """End of stream: close an open utterance, keeping at most tail_ms of silence."""
@@ -201,7 +218,7 @@ class VadSegmenter:
     def _tail_room(self) -> int:
         """Tail frames to send: never so many that the cap would open a new
         utterance made of nothing but closing silence."""
-        room = (self._max_bytes - self._utt_bytes) // self._frame_bytes
+        room = (self._cap - self._utt_bytes) // self._frame_bytes
         return max(0, min(self._tail, room))
 
     def _trim_to_preroll(self) -> None:
@@ -217,6 +234,7 @@ class VadSegmenter:
         self._open = True
         self._utt_start = start_pos
         self._utt_bytes = 0
+        self._cap = self._max_bytes
         self._out.append(UtteranceStarted(self._index, start_pos // BYTES_PER_MS))
 
     def _forward_frames(self, frames: list[bytes]) -> None:
@@ -224,8 +242,8 @@ class VadSegmenter:
             self._forward(frame)
 
     def _forward(self, chunk: bytes) -> None:
-        if self._utt_bytes + len(chunk) > self._max_bytes and self._utt_bytes > 0:
-            self._end("max_length")
+        if self._utt_bytes + len(chunk) > self._cap and self._utt_bytes > 0:
+            self._end("max_length" if self._cap == self._max_bytes else "budget")
             self._begin(self._utt_start + self._utt_bytes)
         self._pending += chunk
         self._utt_bytes += len(chunk)

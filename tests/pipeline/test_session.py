@@ -348,3 +348,18 @@ def test_empty_binary_frame_counts_but_does_nothing() -> None:
 def test_unknown_vad_events_are_ignored() -> None:
     # The segmenter only emits its three event types; anything else is dropped, not mistranslated.
     assert session()._vad_events([object()]) == []
+
+
+def test_cap_utterance_limits_only_the_open_utterance() -> None:
+    from speech.pipeline.session import SpeechEnded, SpeechStarted
+
+    loud = (b"\x00\x10" * 160) * 10  # 100 ms of loud samples
+    session = AsrSession(SessionConfig(VadSettings()), is_speech=lambda f: max(f) > 0)
+    events = session.receive_bytes(b"\x00" * 9600 + loud * 3)
+    started = [e for e in events if isinstance(e, SpeechStarted)]
+    assert [e.utterance for e in started] == [0]
+    session.cap_utterance(5, 60)  # not the open one: ignored
+    session.cap_utterance(0, 600)
+    events = session.receive_bytes(loud * 10)
+    ended = [e for e in events if isinstance(e, SpeechEnded)]
+    assert [(e.utterance, e.reason, e.forwarded_ms) for e in ended] == [(0, "budget", 600)]

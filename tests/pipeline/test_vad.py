@@ -491,3 +491,37 @@ def test_webrtc_scorer() -> None:
     audio = read_wav("hello_robot.wav")
     frames = frames_of(audio)
     assert any(is_speech(f) for f in frames if len(f) == ms(30))
+
+
+def test_cap_open_ends_the_utterance_at_its_budget_and_loses_nothing() -> None:
+    seg = VadSegmenter(PARAMS, energy)
+    audio = signal(("silence", 300), ("speech", 3000), ("silence", 1000))
+    frames = frames_of(audio)
+    events: list[VadEvent] = []
+    for i, frame in enumerate(frames):
+        events += seg.feed(frame)
+        if i == 20:  # the utterance is open: its credit covers 900 ms
+            assert seg.open_index == 0
+            seg.cap_open(900)
+    events += seg.flush()
+    utts = utterances(events)
+    check_invariants(utts, audio)
+    assert (utts[0].start_ms, utts[0].end_ms, utts[0].reason) == (0, 900, "budget")
+    assert utts[1].start_ms == 900 and utts[1].reason == "silence"  # the next utterance carries on at once
+    assert b"".join(bytes(u.pcm) for u in utts) == audio[: ms(utts[-1].end_ms)]
+
+
+def test_cap_open_below_what_was_already_sent_cuts_at_the_next_frame() -> None:
+    seg = VadSegmenter(PARAMS, energy)
+    frames = frames_of(signal(("silence", 300), ("speech", 1500)))
+    events: list[VadEvent] = []
+    for frame in frames[:30]:
+        events += seg.feed(frame)
+    seg.cap_open(1)  # less than one frame: rounds up to one frame, already exceeded
+    events += seg.feed(frames[30])
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert [(e.reason, e.end_ms) for e in ended] == [("budget", 900)]
+    assert seg.open_index == 1
+    seg.cap_open(60)
+    assert VadSegmenter(PARAMS, energy).open_index is None
+    VadSegmenter(PARAMS, energy).cap_open(10)  # nothing open: no effect
