@@ -14,7 +14,8 @@ import pytest
 import uvicorn
 
 from speech.api.app import create_app
-from speech.metering.ledger import SqliteLedger
+from speech.metering import open_ledger
+from speech.metering.ledger import Ledger
 from speech.providers.registry import Engines, load_engines
 from speech.settings import Settings, load_settings
 
@@ -82,15 +83,15 @@ class RunningServer:
         return f"ws://127.0.0.1:{self.port}{path}" + (f"?{qs}" if qs else "")
 
     async def create_key(self, name: str = "test", balance_uomcu: int = 1_000_000_000) -> str:
-        ledger = await SqliteLedger.open(self.db)
+        ledger = await open_ledger(self.db)
         try:
             key, _ = await ledger.create_key(name, balance_uomcu)
         finally:
             await ledger.close()
         return key
 
-    async def ledger(self) -> SqliteLedger:
-        return await SqliteLedger.open(self.db)
+    async def ledger(self) -> Ledger:
+        return await open_ledger(self.db)
 
 
 def start_server(settings: Settings, engines: Engines | None, close_engines: bool = False) -> RunningServer:

@@ -20,10 +20,11 @@ async def _account(request: Request) -> tuple[Gateway, ApiKey]:
 
 async def balance(request: Request) -> JSONResponse:
     gateway, account = await _account(request)
-    micro = await gateway.ledger.balance(account.key_id)
+    micro = await gateway.ledger.balance(account.account_id)
     return JSONResponse(
         {
             "key_id": account.key_id,
+            "account_id": account.account_id,
             "name": account.name,
             "balance": float(format_omcu(micro)),
             "balance_omcu": format_omcu(micro),
@@ -43,7 +44,9 @@ async def usage(request: Request) -> JSONResponse:
         raise BadRequest("'limit' must be an integer between 1 and 1000")
     since = request.query_params.get("since") or None
     try:
-        records = await gateway.ledger.usage(account.key_id, limit=limit, since=since)
+        records = await gateway.ledger.usage(key_id=account.key_id, limit=limit, since=since)
     except ValueError as exc:
         raise BadRequest("'since' must be an ISO-8601 time such as 2026-01-31T12:00:00Z") from exc
-    return JSONResponse({"key_id": account.key_id, "usage": [r.to_json() for r in records]})
+    return JSONResponse(
+        {"key_id": account.key_id, "account_id": account.account_id, "usage": [r.to_json() for r in records]}
+    )

@@ -21,7 +21,8 @@ from speech.api import account, asr_ws, tts_http
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
 from speech.errors import SpeechError
-from speech.metering.ledger import Ledger, SqliteLedger
+from speech.metering import open_ledger
+from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable
 from speech.providers.registry import Engines, check_routes, load_engines
 from speech.settings import Settings
@@ -47,7 +48,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_redaction()
         own_ledger = ledger is None
-        led = ledger if ledger is not None else await SqliteLedger.open(settings.server.db)
+        led = ledger if ledger is not None else await open_ledger(settings.server.db)
         gateway = Gateway(settings=settings, ledger=led, prices=prices, engines=engines)
         app.state.gateway = gateway
         loader: asyncio.Task[None] | None = None

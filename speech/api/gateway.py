@@ -41,10 +41,11 @@ class Gateway:
         return await self.ledger.authenticate(key)
 
     async def require_balance(self, account: ApiKey, reserved: int = 0) -> None:
-        """PaymentRequired unless the balance, less ``reserved`` µOMCU of work
-        already done but not yet billed, is above zero."""
-        balance = await self.ledger.balance(account.key_id)
-        if balance - reserved <= 0:
+        """PaymentRequired unless the key's account has credit available
+        (balance less live reservations), less ``reserved`` µOMCU of work
+        already done but not yet billed, above zero."""
+        available = await self.ledger.available(account.account_id)
+        if available - reserved <= 0:
             raise PaymentRequired("insufficient balance: top up this API key to continue")
 
 

@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from speech.api.app import create_app
+from speech.metering import redact_target
 from speech.settings import Settings
 
 
@@ -35,7 +36,7 @@ def serve(settings: Settings) -> int:
         "speech gateway starting on http://%s:%d (ledger %s); loading engines...",
         settings.server.host,
         settings.server.port,
-        settings.server.db,
+        redact_target(settings.server.db),
     )
     server = uvicorn.Server(uvicorn_config(settings))
     server.run()

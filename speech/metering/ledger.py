@@ -1,33 +1,36 @@
-"""The ledger: API keys, balances and usage records.
+"""The ledger: accounts, API keys, balances, reservations, limits and usage.
 
-:class:`Ledger` is the interface the rest of the gateway uses;
-:class:`SqliteLedger` implements it on one SQLite file through
-:mod:`aiosqlite`, so database work runs on a helper thread and never blocks
-the event loop. A PostgreSQL implementation can follow behind the same
-interface.
+:class:`Ledger` is the interface the rest of the gateway uses. Two backends
+implement it with identical semantics (one shared test suite runs against
+both):
 
-Money is integer µOMCU throughout (see :mod:`speech.metering.prices`).
+* :class:`~speech.metering.sqlite.SqliteLedger`: one SQLite file through
+  :mod:`aiosqlite`, the embedded default for a single gateway process;
+* :class:`~speech.metering.postgres.PostgresLedger`: PostgreSQL through
+  :mod:`asyncpg`, shared by several gateway replicas.
+
+:func:`speech.metering.open_ledger` picks one from a target string.
+
+Money lives on :class:`Account` rows; :class:`ApiKey` rows belong to an
+account. Money is integer µOMCU throughout (see :mod:`speech.metering.prices`)
+and only changes in the same transaction as the usage insert or top-up that
+explains it. Timestamps are ISO-8601 UTC text with millisecond precision and
+a ``Z`` in both backends (fixed width, so they sort chronologically as text).
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
+import enum
 import logging
-import os
-import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import aiosqlite
-
-from speech.errors import AuthError, ConfigError
+from speech.errors import AuthError
 from speech.metering import keys as keymod
 from speech.metering.prices import (
     MAX_UOMCU,
@@ -36,7 +39,10 @@ from speech.metering.prices import (
     asr_cost_from_unit,
     tts_cost_from_unit,
 )
-from speech.metering.schema import migrate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from speech.metering.postgres import PostgresLedger
+    from speech.metering.sqlite import SqliteLedger
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +51,34 @@ KINDS = ("asr", "tts")
 
 MAX_NAME_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-MAX_LABEL_LENGTH = 64  # provider / engine names
+MAX_ID_LENGTH = 200  # reservation / lease ids chosen by the caller
+MAX_LABEL_LENGTH = 64  # provider / engine / replica names
 MAX_USAGE_LIMIT = 10_000
-BUSY_TIMEOUT_MS = 5_000
+MIN_BALANCE_UOMCU = -(10**12)
+"""Lowest balance a (negative) correction through :meth:`Ledger.top_up` may leave."""
+MAX_TTL_S = 86_400.0
+MAX_STREAMS_LIMIT = 1_000_000
+MAX_RPM_LIMIT = 1_000_000_000
+ACCOUNT_PREFIX = "acct_"
 
 Clock = Callable[[], datetime]
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset.UNSET
+"""Sentinel for :meth:`Ledger.update_key`: leave this field as it is."""
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _utc_now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -91,7 +114,7 @@ def _micro_to_float(micro: int) -> float:
     return micro / MICRO
 
 
-def _check_int(value: Any, what: str, *, minimum: int = 0, maximum: int = MAX_UOMCU) -> int:
+def check_int(value: Any, what: str, *, minimum: int = 0, maximum: int = MAX_UOMCU) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{what} must be an integer, got {value!r}")
     if not minimum <= value <= maximum:
@@ -99,7 +122,7 @@ def _check_int(value: Any, what: str, *, minimum: int = 0, maximum: int = MAX_UO
     return value
 
 
-def _check_label(value: Any, what: str, maximum: int) -> str:
+def check_label(value: Any, what: str, maximum: int) -> str:
     if not isinstance(value, str) or not value or len(value) > maximum:
         raise ValueError(f"{what} must be a non-empty string of at most {maximum} characters")
     if not value.isprintable():
@@ -107,33 +130,40 @@ def _check_label(value: Any, what: str, maximum: int) -> str:
     return value
 
 
-def _check_name(name: Any) -> str:
+def check_name(name: Any, what: str = "name") -> str:
     if not isinstance(name, str):
-        raise ValueError("key name must be a string")
+        raise ValueError(f"{what} must be a string")
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"key name must be 1 to {MAX_NAME_LENGTH} characters")
+        raise ValueError(f"{what} must be 1 to {MAX_NAME_LENGTH} characters")
     if not name.isprintable():
-        raise ValueError("key name must not contain control characters")
+        raise ValueError(f"{what} must not contain control characters")
     return name
+
+
+def check_ttl(ttl_s: Any) -> float:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(f"ttl_s must be a number of seconds in (0, {MAX_TTL_S:g}], got {ttl_s!r}")
+    return float(ttl_s)
+
+
+def check_ids(ids: Any, what: str) -> list[str]:
+    if isinstance(ids, str):
+        raise ValueError(f"{what} must be a collection of ids, not one string")
+    return sorted({check_label(i, what, MAX_ID_LENGTH) for i in ids})
 
 
 # ---------------------------------------------------------------- records
 
 
 @dataclass(frozen=True)
-class ApiKey:
-    """An API key as stored, without its secret or hash."""
+class Account:
+    """An account: it holds the money its API keys spend."""
 
-    key_id: str
+    account_id: str
     name: str
     balance_uomcu: int
     created: str
-    revoked: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked is None
 
     @property
     def balance(self) -> Decimal:
@@ -142,12 +172,57 @@ class ApiKey:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "key_id": self.key_id,
+            "account_id": self.account_id,
             "name": self.name,
             "balance": _micro_to_float(self.balance_uomcu),
             "balance_uomcu": self.balance_uomcu,
             "created": self.created,
+        }
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as stored, without its secret or hash.
+
+    ``expires`` (ISO-8601 UTC) ends the key at that instant; ``max_streams``
+    caps its concurrent ASR streams and ``rpm`` its requests per minute
+    (``None``: no limit of that kind; enforcement is the caller's, through
+    :meth:`Ledger.acquire_stream` and :meth:`Ledger.count_request`).
+    """
+
+    key_id: str
+    account_id: str
+    name: str
+    created: str
+    revoked: str | None = None
+    expires: str | None = None
+    max_streams: int | None = None
+    rpm: int | None = None
+
+    def is_active(self, at: datetime | str | None = None) -> bool:
+        """Not revoked and not expired at ``at`` (default: now)."""
+        if self.revoked is not None:
+            return False
+        if self.expires is None:
+            return True
+        now = format_timestamp(utc_now()) if at is None else parse_timestamp(at)
+        return now < self.expires
+
+    @property
+    def active(self) -> bool:
+        """Not revoked and not expired now."""
+        return self.is_active()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "account_id": self.account_id,
+            "name": self.name,
+            "created": self.created,
             "revoked": self.revoked,
+            "expires": self.expires,
+            "max_streams": self.max_streams,
+            "rpm": self.rpm,
         }
 
 
@@ -177,25 +252,25 @@ class UsageIn:
     upstream_characters: int | None = None  # tts: what the upstream reported billing
 
     def __post_init__(self) -> None:
-        _check_label(self.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH)
-        _check_label(self.key_id, "key_id", keymod.MAX_KEY_LENGTH)
+        check_label(self.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH)
+        check_label(self.key_id, "key_id", keymod.MAX_KEY_LENGTH)
         if self.kind not in KINDS:
             raise ValueError(f"kind must be 'asr' or 'tts', got {self.kind!r}")
-        _check_label(self.provider, "provider", MAX_LABEL_LENGTH)
-        _check_label(self.engine, "engine", MAX_LABEL_LENGTH)
-        _check_int(self.unit_price_uomcu, "unit_price_uomcu")
-        _check_int(self.cost_uomcu, "cost_uomcu")
+        check_label(self.provider, "provider", MAX_LABEL_LENGTH)
+        check_label(self.engine, "engine", MAX_LABEL_LENGTH)
+        check_int(self.unit_price_uomcu, "unit_price_uomcu")
+        check_int(self.cost_uomcu, "cost_uomcu")
         if self.kind == "asr":
             if self.audio_ms is None or self.characters is not None:
                 raise ValueError("an asr usage has audio_ms and no characters")
-            ms = _check_int(self.audio_ms, "audio_ms")
+            ms = check_int(self.audio_ms, "audio_ms")
             if self.received_ms is not None:
-                _check_int(self.received_ms, "received_ms")
+                check_int(self.received_ms, "received_ms")
             expected = asr_cost_from_unit(self.unit_price_uomcu, ms)
         else:
             if self.characters is None or self.audio_ms is not None or self.received_ms is not None:
                 raise ValueError("a tts usage has characters and no audio_ms or received_ms")
-            chars = _check_int(self.characters, "characters")
+            chars = check_int(self.characters, "characters")
             expected = tts_cost_from_unit(self.unit_price_uomcu, chars)
         if self.cost_uomcu != expected:
             raise ValueError(f"cost_uomcu {self.cost_uomcu} does not match the unit price and quantity ({expected})")
@@ -214,7 +289,7 @@ class UsageIn:
     ) -> UsageIn:
         """An ASR usage of ``audio_ms`` billed milliseconds on route ``provider``."""
         unit = prices.asr_unit_price(provider)
-        _check_int(audio_ms, "audio_ms")
+        check_int(audio_ms, "audio_ms")
         return cls(
             idempotency_key=idempotency_key,
             key_id=key_id,
@@ -244,7 +319,7 @@ class UsageIn:
         at the route's price unless ``unit_price_uomcu`` overrides it (the fee
         for requests that bring the caller's own upstream key)."""
         unit = prices.tts_unit_price(provider) if unit_price_uomcu is None else unit_price_uomcu
-        _check_int(characters, "characters")
+        check_int(characters, "characters")
         return cls(
             idempotency_key=idempotency_key,
             key_id=key_id,
@@ -265,6 +340,7 @@ class UsageRecord:
     id: int
     idempotency_key: str
     key_id: str
+    account_id: str
     kind: Kind
     provider: str
     engine: str
@@ -332,6 +408,7 @@ class UsageRecord:
             "id": self.id,
             "idempotency_key": self.idempotency_key,
             "key_id": self.key_id,
+            "account_id": self.account_id,
             "kind": self.kind,
             "provider": self.provider,
             "engine": self.engine,
@@ -350,11 +427,17 @@ class UsageRecord:
 
 
 class Ledger(abc.ABC):
-    """Storage of API keys, balances and usage. All methods are coroutines.
+    """Storage of accounts, API keys, money, limits and usage. All methods are coroutines.
 
-    Implementations are opened by an async class method (e.g.
-    :meth:`SqliteLedger.open`) and must be closed with :meth:`close` (or used
-    as ``async with``).
+    Implementations are opened by an async class method (``open``) or by
+    :func:`speech.metering.open_ledger`, and must be closed with
+    :meth:`close` (or used as ``async with``).
+
+    Write transactions are *shielded*: once started, a write runs to its end
+    even if the awaiting task is cancelled (a client hanging up just as its
+    last utterance is billed), and :meth:`close` waits for it. Work that was
+    done is therefore never lost, and a write is applied completely or not
+    at all.
     """
 
     async def __aenter__(self) -> Self:
@@ -372,26 +455,68 @@ class Ledger(abc.ABC):
     async def close(self) -> None:
         """Finish pending writes and release the database."""
 
+    # ------------------------------------------------------------ accounts
+
     @abc.abstractmethod
-    async def create_key(self, name: str, balance_uomcu: int) -> tuple[str, ApiKey]:
+    async def create_account(self, name: str, balance_uomcu: int) -> Account:
+        """A new account ``acct_<12 hex>``. The name is stripped and must be
+        1-100 printable characters; the balance an integer in 0..10^18.
+        Raises :class:`ValueError` otherwise."""
+
+    @abc.abstractmethod
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_accounts(self) -> list[Account]:
+        """Every account, oldest first."""
+
+    @abc.abstractmethod
+    async def top_up(self, account_id: str, amount_uomcu: int) -> int | None:
+        """Add ``amount_uomcu`` (non-zero; negative for a correction) to the
+        account's balance; returns the new balance, ``None`` if the account
+        is unknown. Raises :class:`ValueError` if the balance would leave
+        ``-10**12 .. 10**18`` µOMCU."""
+
+    # ------------------------------------------------------------ keys
+
+    @abc.abstractmethod
+    async def create_key(
+        self,
+        name: str,
+        balance_uomcu: int | None = None,
+        *,
+        account_id: str | None = None,
+        expires: str | datetime | None = None,
+        max_streams: int | None = None,
+        rpm: int | None = None,
+    ) -> tuple[str, ApiKey]:
         """Create a key; returns ``(secret key, ApiKey)``.
 
-        The secret is returned this once; only its hash is stored. The name
-        is stripped and must be 1-100 printable characters; the balance an
-        integer ≥ 0. Raises :class:`ValueError` otherwise.
+        Without ``account_id`` a new account named ``name`` holding
+        ``balance_uomcu`` (required) is created for the key, in the same
+        transaction; with ``account_id`` the key joins that account and
+        ``balance_uomcu`` must be ``None``. The secret is returned this once;
+        only its hash is stored. Raises :class:`ValueError` for a bad name,
+        balance, limit, expiry or an unknown account.
         """
 
     @abc.abstractmethod
     async def _lookup(self, key_id: str) -> tuple[ApiKey, str] | None:
         """The key and its stored hash, or ``None``."""
 
+    @abc.abstractmethod
+    def _now(self) -> str:
+        """The ledger clock's current time, formatted."""
+
     async def authenticate(self, key: str | None) -> ApiKey:
         """The active key matching ``key``, else :class:`~speech.errors.AuthError`.
 
         Messages: ``"missing API key"`` for an absent or empty key;
         ``"invalid API key"`` for a malformed, unknown or wrong key (one text
-        for all so the reply does not tell which); ``"API key revoked"`` for a
-        correct but revoked key. The key itself never appears in a message.
+        for all so the reply does not tell which); ``"API key revoked"`` /
+        ``"API key expired"`` for a correct key that was revoked / has
+        expired. The key itself never appears in a message.
         """
         if key is None or (isinstance(key, str) and not key.strip()):
             raise AuthError("missing API key")
@@ -406,378 +531,160 @@ class Ledger(abc.ABC):
             raise AuthError("invalid API key")
         if api_key.revoked is not None:
             raise AuthError("API key revoked")
+        if api_key.expires is not None and api_key.expires <= self._now():
+            raise AuthError("API key expired")
         return api_key
 
     @abc.abstractmethod
     async def get_key(self, key_id: str) -> ApiKey | None:
-        """The key with this id (active or revoked), or ``None``."""
+        """The key with this id (active or not), or ``None``."""
 
     @abc.abstractmethod
-    async def list_keys(self) -> list[ApiKey]:
-        """Every key, revoked ones included, oldest first."""
+    async def list_keys(self, account_id: str | None = None) -> list[ApiKey]:
+        """Every key (of one account if given), revoked ones included, oldest first."""
 
     @abc.abstractmethod
-    async def revoke(self, key_id: str) -> bool:
-        """Revoke a key; ``False`` if it is unknown or already revoked."""
+    async def revoke(self, key_id: str, *, account_id: str | None = None) -> bool:
+        """Revoke a key (only if it belongs to ``account_id`` when given);
+        ``False`` if it is unknown, in another account or already revoked."""
 
     @abc.abstractmethod
-    async def top_up(self, key_id: str, amount_uomcu: int) -> int | None:
-        """Add ``amount_uomcu`` (> 0) to a key's balance.
+    async def update_key(
+        self,
+        key_id: str,
+        *,
+        expires: str | datetime | None | _Unset = UNSET,
+        max_streams: int | None | _Unset = UNSET,
+        rpm: int | None | _Unset = UNSET,
+    ) -> ApiKey | None:
+        """Change a key's expiry and limits: :data:`UNSET` leaves a field as
+        it is, ``None`` removes it. Returns the key, ``None`` if unknown."""
 
-        Returns the new balance, or ``None`` if the key is unknown. Revoked
-        keys can be topped up (the balance is kept if a key is revoked).
-        Raises :class:`ValueError` for a non-positive amount or a balance
-        that would exceed 10^12 OMCU.
+    @abc.abstractmethod
+    async def inactive_keys(self, key_ids: Collection[str]) -> set[str]:
+        """Those of ``key_ids`` that are revoked, expired or unknown (one query)."""
+
+    # ------------------------------------------------------------ money
+
+    @abc.abstractmethod
+    async def balance(self, account_id: str) -> int:
+        """The account's balance in µOMCU; :class:`KeyError` if unknown."""
+
+    @abc.abstractmethod
+    async def available(self, account_id: str) -> int:
+        """Balance less live (unexpired) reservations; :class:`KeyError` if unknown."""
+
+    @abc.abstractmethod
+    async def reserve(self, reservation_id: str, *, key_id: str, want_uomcu: int, ttl_s: float) -> int:
+        """Hold credit of the key's account for work about to be done; returns the grant.
+
+        One transaction, serialised per account across processes: expired
+        reservations of the account are dropped; if ``available <= 0``
+        :class:`~speech.errors.PaymentRequired` is raised, else
+        ``min(want_uomcu, available)`` is granted (``want_uomcu`` 0 is
+        allowed) for ``ttl_s`` seconds. The same ``reservation_id`` again
+        returns the existing grant. :class:`ValueError` for an unknown key.
         """
 
     @abc.abstractmethod
+    async def settle(self, reservation_id: str, usage: UsageIn | None) -> tuple[UsageRecord | None, bool]:
+        """Drop the reservation and, if ``usage``, record it and debit its
+        account, in one transaction. Returns what :meth:`record_usage` would
+        (``(None, False)`` without usage). Works whether or not the
+        reservation still exists (the work was done)."""
+
+    @abc.abstractmethod
+    async def release(self, reservation_id: str) -> None:
+        """Drop a reservation without recording usage (no-op if absent)."""
+
+    @abc.abstractmethod
+    async def renew(self, reservation_ids: Collection[str], ttl_s: float) -> None:
+        """Push the expiry of the live ones among ``reservation_ids`` to now + ``ttl_s``
+        (never shortening it); expired ones stay expired."""
+
+    @abc.abstractmethod
+    async def expire_stale(self) -> int:
+        """Delete expired reservations and stream leases and rate windows
+        older than the previous minute; returns the number of rows removed."""
+
+    @abc.abstractmethod
     async def record_usage(self, u: UsageIn) -> tuple[UsageRecord, bool]:
-        """Store a usage record and debit its cost, exactly once.
+        """Store a usage record and debit its account, exactly once.
 
-        In one transaction: insert the record and subtract ``cost_uomcu``
-        from the key's balance. If a record with the same
-        ``idempotency_key`` exists, nothing changes and that record is
-        returned with ``False``; otherwise the new record with ``True``.
+        In one transaction: insert the record (with the key's account) and
+        subtract ``cost_uomcu`` from the account's balance. If a record with
+        the same ``idempotency_key`` exists, nothing changes and that record
+        is returned with ``False``; otherwise the new record with ``True``.
 
-        The balance may go negative: the stream core checks the balance
-        before each utterance, not during it, so overspend is bounded by the
-        cost of one utterance (and one TTS request) per connection. Usage of
-        a revoked key is still recorded: the work was done. Raises
+        The balance may go negative (work already done is always billed),
+        and usage of a revoked or expired key is still recorded. Raises
         :class:`ValueError` if the key does not exist.
         """
 
     @abc.abstractmethod
-    async def balance(self, key_id: str) -> int:
-        """The key's balance in µOMCU; :class:`KeyError` if unknown."""
-
-    @abc.abstractmethod
     async def usage(
-        self, key_id: str | None = None, limit: int = 100, since: str | datetime | None = None
+        self,
+        *,
+        account_id: str | None = None,
+        key_id: str | None = None,
+        kind: Kind | None = None,
+        since: str | datetime | None = None,
+        until: str | datetime | None = None,
+        limit: int = 100,
     ) -> list[UsageRecord]:
         """Usage records, newest first, at most ``limit`` (1-10000).
 
-        ``key_id`` restricts to one key; ``since`` (ISO-8601, UTC if no
-        offset) keeps records created at or after that time.
+        Filters combine: ``account_id``, ``key_id``, ``kind``; ``since``
+        (inclusive) and ``until`` (exclusive) are ISO-8601 (UTC if no offset)
+        or datetimes.
         """
 
+    # ------------------------------------------------------------ limits
 
-# ---------------------------------------------------------------- SQLite
+    @abc.abstractmethod
+    async def acquire_stream(self, lease_id: str, *, key_id: str, max_streams: int, ttl_s: float, replica: str) -> bool:
+        """Take one of the key's ``max_streams`` concurrent-stream slots for
+        ``ttl_s`` seconds; ``False`` when all are taken. Serialised per key
+        across processes; expired leases are dropped first; the same
+        ``lease_id`` again renews and returns ``True``. :class:`ValueError`
+        for an unknown key."""
 
+    @abc.abstractmethod
+    async def renew_streams(self, lease_ids: Collection[str], ttl_s: float) -> None:
+        """Push the expiry of the live ones among ``lease_ids`` to now + ``ttl_s``."""
 
-_KEY_COLUMNS = "key_id, name, balance_uomcu, created, revoked"
-_USAGE_COLUMNS = (
-    "id, idempotency_key, key_id, kind, provider, engine, audio_ms, received_ms, characters, "
-    "unit_price_uomcu, cost_uomcu, created, upstream_characters"
-)
+    @abc.abstractmethod
+    async def release_stream(self, lease_id: str) -> None:
+        """Give a stream slot back (no-op if absent)."""
 
-
-def _row_to_key(row: Any) -> ApiKey:
-    return ApiKey(key_id=row[0], name=row[1], balance_uomcu=row[2], created=row[3], revoked=row[4])
-
-
-def _row_to_usage(row: Any) -> UsageRecord:
-    return UsageRecord(*row)
-
-
-class SqliteLedger(Ledger):
-    """The ledger in one SQLite file.
-
-    Settings applied on open:
-
-    * ``journal_mode=WAL``: readers (``speech keys``/``usage`` from the CLI)
-      never block the server's writes and vice versa;
-    * ``synchronous=FULL``: every commit is fsynced before it returns. In WAL
-      mode ``NORMAL`` survives application crashes but may lose the last
-      commits on power loss or an OS crash; for money that means a debit the
-      client was already served for could vanish, so we pay the fsync;
-    * ``foreign_keys=ON``, ``busy_timeout`` of 5 s for other processes.
-
-    aiosqlite runs the connection on one thread, so statements are
-    serialised; an :class:`asyncio.Lock` additionally keeps each
-    transaction's statements together (tasks would otherwise interleave on
-    the shared connection), and writes use ``BEGIN IMMEDIATE`` so they take
-    the write lock up front and cannot deadlock against another process.
-    """
-
-    def __init__(
-        self, conn: aiosqlite.Connection, path: str, clock: Clock, reader: aiosqlite.Connection | None = None
-    ) -> None:
-        self._conn = conn
-        # Reads use their own connection: in WAL mode they see the last
-        # committed state and never wait for the writer's lock. (":memory:"
-        # has no second connection to the same database, so reads share.)
-        self._reader = reader
-        self._path = path
-        self._clock = clock
-        self._lock = asyncio.Lock()
-        self._pending: set[asyncio.Task[Any]] = set()
-        self._closed = False
-
-    @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, clock: Clock | None = None) -> SqliteLedger:
-        """Open (creating if needed) and migrate the ledger at ``path``.
-
-        Parent directories are created. ``clock`` (returning an aware
-        datetime) is for tests. Raises :class:`~speech.errors.ConfigError` if
-        the file cannot be opened or is not a ledger this version can use.
-        """
-        spath = os.fspath(path)
-        if spath != ":memory:" and not spath.startswith("file:"):
-            Path(spath).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = await aiosqlite.connect(spath, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open database {spath}: {exc}") from exc
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = FULL")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await migrate(conn)
-        except BaseException as exc:
-            await conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise ConfigError(f"cannot use database {spath}: {exc}") from exc
-            raise
-        reader = None
-        if spath != ":memory:" and "mode=memory" not in spath:
-            reader = await aiosqlite.connect(spath, isolation_level=None)
-            await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await reader.execute("PRAGMA query_only = ON")
-        return cls(conn, spath, clock or _utc_now, reader)
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        if self._reader is not None:
-            await self._reader.close()
-        await self._conn.close()
-
-    # ------------------------------------------------------------ plumbing
-
-    def _now(self) -> str:
-        return format_timestamp(self._clock())
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
-        if self._reader is not None:
-            yield self._reader
-            return
-        # Sharing the writer's connection: take the lock, or a read between
-        # another task's statements would see its uncommitted writes.
-        async with self._lock:
-            yield self._conn
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            committed = False
-            try:
-                yield self._conn
-                await self._conn.execute("COMMIT")
-                committed = True
-            finally:
-                if not committed:
-                    # Runs even on cancellation: aiosqlite's queue is FIFO, so
-                    # the ROLLBACK follows any statement still in flight.
-                    with suppress(sqlite3.Error):
-                        await self._conn.execute("ROLLBACK")
-
-    @staticmethod
-    async def _fetchone(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Any:
-        async with conn.execute(sql, params) as cur:
-            return await cur.fetchone()
-
-    @staticmethod
-    async def _run(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> tuple[int, int | None]:
-        async with conn.execute(sql, params) as cur:
-            return cur.rowcount, cur.lastrowid
-
-    # ------------------------------------------------------------ keys
-
-    async def create_key(self, name: str, balance_uomcu: int) -> tuple[str, ApiKey]:
-        name = _check_name(name)
-        _check_int(balance_uomcu, "balance_uomcu")
-        for _ in range(5):
-            secret = keymod.generate_key()
-            key_id = keymod.parse_key(secret)
-            assert key_id is not None
-            created = self._now()
-            try:
-                async with self._write() as conn:
-                    await self._run(
-                        conn,
-                        "INSERT INTO api_keys (key_id, key_hash, name, balance_uomcu, created) VALUES (?, ?, ?, ?, ?)",
-                        (key_id, keymod.hash_key(secret), name, balance_uomcu, created),
-                    )
-            except sqlite3.IntegrityError:  # 48-bit key id collision: draw again
-                continue
-            return secret, ApiKey(key_id, name, balance_uomcu, created, None)
-        raise RuntimeError("could not draw an unused key id")  # pragma: no cover
-
-    async def _lookup(self, key_id: str) -> tuple[ApiKey, str] | None:
-        async with self._read() as conn:
-            row = await self._fetchone(
-                conn, f"SELECT {_KEY_COLUMNS}, key_hash FROM api_keys WHERE key_id = ?", (key_id,)
-            )
-        return None if row is None else (_row_to_key(row), row[5])
-
-    async def get_key(self, key_id: str) -> ApiKey | None:
-        async with self._read() as conn:
-            row = await self._fetchone(conn, f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
-        return None if row is None else _row_to_key(row)
-
-    async def list_keys(self) -> list[ApiKey]:
-        async with self._read() as conn:
-            rows = await conn.execute_fetchall(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created, key_id")
-        return [_row_to_key(r) for r in rows]
-
-    async def revoke(self, key_id: str) -> bool:
-        async with self._write() as conn:
-            count, _ = await self._run(
-                conn,
-                "UPDATE api_keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL",
-                (self._now(), key_id),
-            )
-        return count == 1
-
-    async def top_up(self, key_id: str, amount_uomcu: int) -> int | None:
-        _check_int(amount_uomcu, "amount_uomcu", minimum=1)
-        async with self._write() as conn:
-            row = await self._fetchone(conn, "SELECT balance_uomcu FROM api_keys WHERE key_id = ?", (key_id,))
-            if row is None:
-                return None
-            new_balance = row[0] + amount_uomcu
-            if new_balance > MAX_UOMCU:
-                raise ValueError("balance would exceed 10^12 OMCU")
-            await self._run(conn, "UPDATE api_keys SET balance_uomcu = ? WHERE key_id = ?", (new_balance, key_id))
-        return new_balance
-
-    async def balance(self, key_id: str) -> int:
-        async with self._read() as conn:
-            row = await self._fetchone(conn, "SELECT balance_uomcu FROM api_keys WHERE key_id = ?", (key_id,))
-        if row is None:
-            raise KeyError(key_id)
-        return int(row[0])
-
-    # ------------------------------------------------------------ usage
-
-    async def record_usage(self, u: UsageIn) -> tuple[UsageRecord, bool]:
-        # Shielded: if the caller is cancelled (client hung up just as its
-        # last utterance is billed) the transaction still completes, so
-        # work that was done is never lost. close() waits for it.
-        if self._closed:
-            raise RuntimeError("ledger is closed")
-        task = asyncio.ensure_future(self._record_usage(u))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_log_orphan_failure)
-            raise
-
-    async def _record_usage(self, u: UsageIn) -> tuple[UsageRecord, bool]:
-        async with self._write() as conn:
-            row = await self._fetchone(
-                conn, f"SELECT {_USAGE_COLUMNS} FROM usage WHERE idempotency_key = ?", (u.idempotency_key,)
-            )
-            if row is not None:
-                existing = _row_to_usage(row)
-                if not existing.same_event(u):
-                    log.warning(
-                        "usage %r recorded again with different content; kept the first record",
-                        u.idempotency_key,
-                    )
-                return existing, False
-            count, _ = await self._run(
-                conn,
-                "UPDATE api_keys SET balance_uomcu = balance_uomcu - ? WHERE key_id = ?",
-                (u.cost_uomcu, u.key_id),
-            )
-            if count != 1:
-                raise ValueError(f"unknown key_id {u.key_id!r}")
-            created = self._now()
-            _, rowid = await self._run(
-                conn,
-                "INSERT INTO usage (idempotency_key, key_id, kind, provider, engine, audio_ms, "
-                "received_ms, characters, unit_price_uomcu, cost_uomcu, created, upstream_characters) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    u.idempotency_key,
-                    u.key_id,
-                    u.kind,
-                    u.provider,
-                    u.engine,
-                    u.audio_ms,
-                    u.received_ms,
-                    u.characters,
-                    u.unit_price_uomcu,
-                    u.cost_uomcu,
-                    created,
-                    u.upstream_characters,
-                ),
-            )
-        assert rowid is not None
-        record = UsageRecord(
-            id=rowid,
-            idempotency_key=u.idempotency_key,
-            key_id=u.key_id,
-            kind=u.kind,
-            provider=u.provider,
-            engine=u.engine,
-            audio_ms=u.audio_ms,
-            received_ms=u.received_ms,
-            characters=u.characters,
-            unit_price_uomcu=u.unit_price_uomcu,
-            cost_uomcu=u.cost_uomcu,
-            created=created,
-            upstream_characters=u.upstream_characters,
-        )
-        return record, True
-
-    async def usage(
-        self, key_id: str | None = None, limit: int = 100, since: str | datetime | None = None
-    ) -> list[UsageRecord]:
-        _check_int(limit, "limit", minimum=1, maximum=MAX_USAGE_LIMIT)
-        where: list[str] = []
-        params: list[Any] = []
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
-        if since is not None:
-            where.append("created >= ?")
-            params.append(parse_timestamp(since))
-        sql = f"SELECT {_USAGE_COLUMNS} FROM usage"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        async with self._read() as conn:
-            rows = await conn.execute_fetchall(sql, tuple(params))
-        return [_row_to_usage(r) for r in rows]
+    @abc.abstractmethod
+    async def count_request(self, key_id: str, *, rpm: int, now_epoch_s: float | None = None) -> tuple[bool, int]:
+        """Count one request of the key in its fixed 60 s window (epoch
+        minute); returns ``(count <= rpm, count)``. Every call counts,
+        refused ones included."""
 
 
-def _log_orphan_failure(task: asyncio.Task[Any]) -> None:
-    if task.cancelled():  # pragma: no cover - the inner task is never cancelled by us
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("usage record failed after its caller was cancelled", exc_info=exc)
+def __getattr__(name: str) -> Any:
+    # ``from speech.metering.ledger import SqliteLedger`` keeps working; the
+    # backends live in their own modules and import this one.
+    if name == "SqliteLedger":
+        from speech.metering.sqlite import SqliteLedger
+
+        return SqliteLedger
+    if name == "PostgresLedger":
+        from speech.metering.postgres import PostgresLedger
+
+        return PostgresLedger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "UNSET",
+    "Account",
     "ApiKey",
     "Kind",
     "Ledger",
+    "PostgresLedger",
     "SqliteLedger",
     "UsageIn",
     "UsageRecord",

@@ -184,7 +184,7 @@ async def test_balance_running_out_mid_stream_closes_before_the_next_utterance(s
     assert "insufficient balance" in errors(messages)[-1]
     ledger = await server.ledger()
     records = await ledger.usage()
-    balance = await ledger.balance(records[0].key_id)
+    balance = await ledger.balance(records[0].account_id)
     await ledger.close()
     assert len(records) == 1
     assert balance == 1_000_000 - records[0].cost_uomcu < 0

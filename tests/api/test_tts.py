@@ -145,7 +145,7 @@ async def test_each_request_records_its_characters_once(server: Any) -> None:
         assert r.status_code == 200
     ledger = await server.ledger()
     records = {r.provider: r for r in await ledger.usage()}
-    balance = await ledger.balance(records["riva"].key_id)
+    balance = await ledger.balance(records["riva"].account_id)
     await ledger.close()
     assert set(records) == {"elevenlabs", "riva", "local"}
     n = len(TEXT)

@@ -12,7 +12,7 @@ from typing import Any
 import av
 import pytest
 
-from speech.metering.ledger import SqliteLedger
+from speech.metering import open_ledger
 from tests.conftest import SAMPLES
 
 
@@ -28,9 +28,9 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> No
     assert key.startswith("sk_") and " " not in key
 
     async def check() -> None:
-        ledger = await SqliteLedger.open(db)
+        ledger = await open_ledger(db)
         account = await ledger.authenticate(key)
-        assert account.name == "robot" and account.balance_uomcu == 12_500_000
+        assert account.name == "robot" and await ledger.balance(account.account_id) == 12_500_000
         await ledger.close()
 
     asyncio.run(check())
