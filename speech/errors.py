@@ -18,6 +18,7 @@ Tree::
     │   └── UnsupportedOutputFormat  400  output_format not known
     ├── AuthError                    401  missing, unknown or revoked key
     ├── PaymentRequired              402  balance exhausted
+    ├── LimitExceeded                429  a per-key limit: requests per minute, concurrent streams
     ├── NotFound                     404  unknown provider route
     ├── EngineError                  503  an engine failed
     │   ├── EngineUnavailable        503  not loaded / cannot be reached, retryable
@@ -47,6 +48,7 @@ Websocket close codes (documented in the README):
     4401  missing, unknown or revoked API key
     4402  balance exhausted
     4404  unknown provider in the path
+    4429  a per-key limit: too many concurrent streams or requests per minute
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ CLOSE_PROTOCOL = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_PAYMENT_REQUIRED = 4402
 CLOSE_NOT_FOUND = 4404
+CLOSE_LIMIT = 4429
 
 
 class SpeechError(Exception):
@@ -110,6 +113,11 @@ class AuthError(SpeechError):
 class PaymentRequired(SpeechError):
     status = 402
     close_code = CLOSE_PAYMENT_REQUIRED
+
+
+class LimitExceeded(SpeechError):
+    status = 429
+    close_code = CLOSE_LIMIT
 
 
 class NotFound(SpeechError):

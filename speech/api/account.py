@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
-from speech.errors import BadRequest
+from speech.api.usage_export import usage_response
 from speech.metering.ledger import ApiKey
 from speech.metering.prices import format_omcu
 
@@ -33,20 +33,7 @@ async def balance(request: Request) -> JSONResponse:
     )
 
 
-async def usage(request: Request) -> JSONResponse:
+async def usage(request: Request) -> Response:
+    """The account's usage (every key of it), filtered and as JSON or CSV."""
     gateway, account = await _account(request)
-    raw_limit = request.query_params.get("limit", "100")
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 1000:
-        raise BadRequest("'limit' must be an integer between 1 and 1000")
-    since = request.query_params.get("since") or None
-    try:
-        records = await gateway.ledger.usage(key_id=account.key_id, limit=limit, since=since)
-    except ValueError as exc:
-        raise BadRequest("'since' must be an ISO-8601 time such as 2026-01-31T12:00:00Z") from exc
-    return JSONResponse(
-        {"key_id": account.key_id, "account_id": account.account_id, "usage": [r.to_json() for r in records]}
-    )
+    return await usage_response(gateway, request, account_id=account.account_id)

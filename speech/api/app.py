@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from speech.api import account, asr_ws, tts_http
+from speech.api import account, accounts, asr_ws, tts_http
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
+from speech.api.streams import StreamRegistry
 from speech.errors import SpeechError
 from speech.metering import open_ledger
 from speech.metering.ledger import Ledger
@@ -50,6 +51,8 @@ def create_app(
         own_ledger = ledger is None
         led = ledger if ledger is not None else await open_ledger(settings.server.db)
         gateway = Gateway(settings=settings, ledger=led, prices=prices, engines=engines)
+        gateway.streams = StreamRegistry(led, settings.limits, settings.server.replica_id)
+        gateway.streams.start()
         app.state.gateway = gateway
         loader: asyncio.Task[None] | None = None
         if engines is None:
@@ -59,6 +62,7 @@ def create_app(
         try:
             yield
         finally:
+            await gateway.streams.stop()
             if engines is not None and close_engines:
                 await engines.aclose()
             if loader is not None:
@@ -74,6 +78,16 @@ def create_app(
         Route("/healthz", health, methods=["GET"]),
         Route("/api/core/account/balance", account.balance, methods=["GET"]),
         Route("/api/core/account/usage", account.usage, methods=["GET"]),
+        Route("/api/core/api_keys", accounts.list_keys, methods=["GET"]),
+        Route("/api/core/api_keys/create", accounts.create_key, methods=["POST"]),
+        Route("/api/core/api_keys/delete", accounts.delete_key, methods=["POST"]),
+        Route("/api/admin/accounts", accounts.admin_list_accounts, methods=["GET"]),
+        Route("/api/admin/accounts", accounts.admin_create_account, methods=["POST"]),
+        Route("/api/admin/accounts/{account_id}/top_up", accounts.admin_top_up, methods=["POST"]),
+        Route("/api/admin/accounts/{account_id}/keys", accounts.admin_create_key, methods=["POST"]),
+        Route("/api/admin/keys/{key_id}", accounts.admin_update_key, methods=["PATCH"]),
+        Route("/api/admin/keys/{key_id}/revoke", accounts.admin_revoke_key, methods=["POST"]),
+        Route("/api/admin/usage", accounts.admin_usage, methods=["GET"]),
         Route("/api/core/{provider}/tts", tts_http.tts, methods=["POST"]),
         WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),
         WebSocketRoute("/", asr_ws.asr_endpoint),

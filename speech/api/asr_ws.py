@@ -32,6 +32,7 @@ from speech.errors import (
     BadRequest,
     EngineError,
     InvalidFrame,
+    LimitExceeded,
     NotFound,
     SpeechError,
 )
@@ -114,7 +115,7 @@ class Utterance:
     ended: SpeechEnded | None = None
     task: asyncio.Task[None] | None = None
     forwarded_bytes: int = 0
-    estimate: int = 0  # µOMCU, known once the utterance has ended
+    reservation: str = ""
 
 
 class Connection:
@@ -132,7 +133,10 @@ class Connection:
         self._closing = False
         self._disconnected = False
         self._close_with: SpeechError | None = None
-        self.unsettled_uomcu = 0
+        self._terminated = False
+        self.session: AsrSession | None = None
+        self.lease_id: str | None = None
+        self.key_id = ""
         self.utterances = 0
         self.billed_ms = 0
 
@@ -143,7 +147,12 @@ class Connection:
             session = await self._start()
         except SpeechError as exc:
             self._fail(exc)
-        else:
+            await self._close_down()
+            return
+        streams = self.gateway.streams
+        if streams is not None:
+            streams.add(self)
+        try:
             try:
                 while not self._closing:
                     message = await self.ws.receive()
@@ -160,16 +169,34 @@ class Connection:
                         await self._handle(event)
             finally:
                 await self._settle()
+        finally:
+            if streams is not None:
+                streams.remove(self)
+            if self.lease_id is not None:
+                await asyncio.shield(self.gateway.ledger.release_stream(self.lease_id))
         await self._close_down()
 
     async def _start(self) -> AsrSession:
         gateway = self.gateway
         if self.route not in gateway.settings.routes.asr:
             raise NotFound(f"unsupported ASR provider: {self.route}")
-        self.account = await gateway.authenticate(extract_key(self.ws.headers, self.ws.query_params))
-        await gateway.require_balance(self.account)
+        self.account = key = await gateway.authenticate(extract_key(self.ws.headers, self.ws.query_params))
+        self.key_id = key.key_id
+        config = session_config(gateway.settings, self.ws.query_params)
         self.recognizer = gateway.require_engines().recognizer(self.route)
-        return AsrSession(session_config(gateway.settings, self.ws.query_params))
+        await gateway.admit(key)
+        await gateway.require_balance(key)
+        if key.max_streams is not None:
+            lease = f"lease:{self.id}"
+            limits = gateway.settings.limits
+            replica = gateway.streams.replica_id if gateway.streams is not None else ""
+            if not await gateway.ledger.acquire_stream(
+                lease, key_id=key.key_id, max_streams=key.max_streams, ttl_s=limits.stream_lease_ttl_s, replica=replica
+            ):
+                raise LimitExceeded(f"too many concurrent streams: this API key allows {key.max_streams}")
+            self.lease_id = lease
+        self.session = AsrSession(config)
+        return self.session
 
     async def _handle(self, event: SessionEvent) -> None:
         if isinstance(event, SpeechAudio):
@@ -181,8 +208,6 @@ class Connection:
         elif isinstance(event, SpeechEnded):
             if self.open is not None and self.open.index == event.utterance:
                 self.open.ended = event
-                self.open.estimate = self.gateway.prices.asr_cost(self.route, event.forwarded_ms)
-                self.unsettled_uomcu += self.open.estimate
                 self.open.queue.put_nowait(None)
                 self.open = None
         elif isinstance(event, FrameRejected):
@@ -193,15 +218,21 @@ class Connection:
             self._closing = True
 
     async def _begin(self, event: SpeechStarted) -> None:
-        assert self.account is not None and self.recognizer is not None
+        assert self.account is not None and self.recognizer is not None and self.session is not None
+        # Hold credit for the whole utterance before its audio goes upstream;
+        # if less is available, the utterance is cut where the credit ends.
+        reservation = f"asr:{self.id}:{event.utterance}"
+        prices, route = self.gateway.prices, self.route
+        want = prices.asr_cost(route, self.session.config.vad.max_utterance_ms)
         try:
-            # Utterances still decoding are not billed yet; count them, so a
-            # stream overspends by at most the utterance in flight.
-            await self.gateway.require_balance(self.account, reserved=self.unsettled_uomcu)
+            granted = await self.gateway.reserve(reservation, self.account, want)
         except SpeechError as exc:
             self._fail(exc)
             return
-        utt = Utterance(event.utterance, event.language_code)
+        per_minute = prices.asr_unit_price(route)
+        if per_minute and granted < want:
+            self.session.cap_utterance(event.utterance, granted * 60_000 // per_minute)
+        utt = Utterance(event.utterance, event.language_code, reservation=reservation)
         task = asyncio.create_task(self._recognize(utt, self.last_task, self.recognizer))
         utt.task = task
         self.tasks.add(task)
@@ -212,6 +243,17 @@ class Connection:
     # ---------------------------------------------------------- utterances
 
     async def _recognize(
+        self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: FailoverRecognizer
+    ) -> None:
+        try:
+            await self._recognize_and_settle(utt, previous, recognizer)
+        except asyncio.CancelledError:
+            # Abandoned (the client left mid-utterance): nothing was decoded,
+            # nothing is billed, the held credit goes back.
+            await self.gateway.release(utt.reservation)
+            raise
+
+    async def _recognize_and_settle(
         self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: FailoverRecognizer
     ) -> None:
         texts: list[str] = []
@@ -232,24 +274,25 @@ class Connection:
         if previous is not None:  # replies leave in utterance order
             with contextlib.suppress(BaseException):
                 await asyncio.shield(previous)
-        self.unsettled_uomcu -= utt.estimate
-        if error is not None:
-            await self._send({"error": error.message})
-            return
         ended = utt.ended
-        if ended is None:  # abandoned: the stream ended mid-utterance
+        if error is not None or ended is None:
+            await self.gateway.release(utt.reservation)
+            if error is not None:
+                await self._send({"error": error.message})
             return
         assert self.account is not None
-        await self.gateway.ledger.record_usage(
+        # Usage is committed (and the reservation settled) before the reply leaves.
+        await self.gateway.ledger.settle(
+            utt.reservation,
             UsageIn.asr(
                 self.gateway.prices,
-                idempotency_key=f"asr:{self.id}:{utt.index}",
+                idempotency_key=utt.reservation,
                 key_id=self.account.key_id,
                 provider=self.route,
                 engine=engine,
                 audio_ms=ended.forwarded_ms,
                 received_ms=ended.received_ms,
-            )
+            ),
         )
         self.utterances += 1
         self.billed_ms += ended.forwarded_ms
@@ -267,6 +310,16 @@ class Connection:
                 await self.ws.send_text(json.dumps(payload))
             except Exception:  # the peer went away; the read loop will notice
                 log.debug("send failed on connection %s", self.id)
+
+    async def terminate(self, error: SpeechError) -> None:
+        """Close this stream from outside (its key was revoked on some replica)."""
+        if self._terminated:
+            return
+        self._terminated = True
+        self._closing = True
+        self._close_with = error
+        await self._send(error.to_json())
+        await self._close(error.close_code, error.message)
 
     def _fail(self, exc: SpeechError) -> None:
         """Stop reading; the error frame and its close code follow the replies
@@ -286,7 +339,7 @@ class Connection:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _close_down(self) -> None:
-        if self._close_with is not None:
+        if self._close_with is not None and not self._terminated:
             await self._send(self._close_with.to_json())
             await self._close(self._close_with.close_code, self._close_with.message)
         elif not self._disconnected:

@@ -12,7 +12,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from speech.errors import AuthError, EngineUnavailable, PaymentRequired
+from speech.api.streams import StreamRegistry
+from speech.errors import AuthError, EngineUnavailable, LimitExceeded, PaymentRequired
 from speech.metering.ledger import ApiKey, Ledger
 from speech.metering.prices import PriceTable
 from speech.providers.registry import Engines
@@ -40,6 +41,8 @@ class Gateway:
         """The key's account, or AuthError (missing / invalid / revoked)."""
         return await self.ledger.authenticate(key)
 
+    streams: StreamRegistry | None = None
+
     async def require_balance(self, account: ApiKey, reserved: int = 0) -> None:
         """PaymentRequired unless the key's account has credit available
         (balance less live reservations), less ``reserved`` µOMCU of work
@@ -47,6 +50,27 @@ class Gateway:
         available = await self.ledger.available(account.account_id)
         if available - reserved <= 0:
             raise PaymentRequired("insufficient balance: top up this API key to continue")
+
+    async def admit(self, key: ApiKey) -> None:
+        """Per-key request limit: each HTTP request and each new stream counts."""
+        if key.rpm is None:
+            return
+        allowed, _ = await self.ledger.count_request(key.key_id, rpm=key.rpm)
+        if not allowed:
+            raise LimitExceeded(f"rate limit: this API key allows {key.rpm} requests per minute")
+
+    async def reserve(self, reservation_id: str, key: ApiKey, want_uomcu: int) -> int:
+        """Hold credit before work is forwarded (PaymentRequired if none is available)."""
+        return await self.ledger.reserve(
+            reservation_id,
+            key_id=key.key_id,
+            want_uomcu=want_uomcu,
+            ttl_s=self.settings.limits.reservation_ttl_s,
+        )
+
+    async def release(self, reservation_id: str) -> None:
+        """Give held credit back; shielded so a cancelled caller still releases it."""
+        await asyncio.shield(self.ledger.release(reservation_id))
 
 
 __all__ = ["Gateway", "AuthError"]

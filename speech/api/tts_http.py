@@ -19,8 +19,9 @@ from starlette.responses import JSONResponse
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
 from speech.audio.encode import OutputFormat, encode, parse_output_format
-from speech.errors import InvalidTtsRequest, NotFound, UpstreamProtocolError
+from speech.errors import InvalidTtsRequest, NotFound, PaymentRequired, UpstreamProtocolError
 from speech.metering.ledger import UsageIn
+from speech.metering.prices import format_omcu
 from speech.providers.base import AudioChunk, SynthesisRequest
 
 log = logging.getLogger("speech.tts")
@@ -42,7 +43,7 @@ async def tts(request: Request) -> JSONResponse:
     if voice_settings is not None and not isinstance(voice_settings, dict):
         raise InvalidTtsRequest("'voice_settings' must be a JSON object")
     caller_key = _opt_str(body, "elevenlabs_api_key") or None
-    await gateway.require_balance(account)
+    await gateway.admit(account)
     synthesizer = gateway.require_engines().synthesizer(route)
     synth_request = SynthesisRequest(
         text=text,
@@ -53,25 +54,40 @@ async def tts(request: Request) -> JSONResponse:
         voice_settings=voice_settings,
         caller_api_key=caller_key,
     )
-    engine, chunks = await synthesizer.synthesize_with_engine(synth_request)
-    audio = await _to_format(chunks, fmt)
+    # The price is known before any work: hold all of it, or refuse.
+    request_id = f"tts:{uuid.uuid4().hex}"
+    cost = gateway.prices.tts_cost(route, len(text))
+    granted = await gateway.reserve(request_id, account, cost)
+    if granted < cost:
+        await gateway.release(request_id)
+        raise PaymentRequired(
+            f"insufficient balance: this request costs {format_omcu(cost)} OMCU, {format_omcu(granted)} available"
+        )
+    try:
+        engine, chunks = await synthesizer.synthesize_with_engine(synth_request)
+        audio = await _to_format(chunks, fmt)
+    except BaseException:
+        await gateway.release(request_id)
+        raise
     upstream_chars = next((c.billed_characters for c in chunks if c.billed_characters is not None), None)
     # The caller's own ElevenLabs key pays ElevenLabs; we charge only our fee.
     fee = None
     if caller_key and engine == "elevenlabs":
         fee = int(gateway.settings.elevenlabs.caller_key_fee_per_million_chars * 1_000_000)
-    record, _ = await gateway.ledger.record_usage(
+    record, _ = await gateway.ledger.settle(
+        request_id,
         UsageIn.tts(
             gateway.prices,
-            idempotency_key=f"tts:{uuid.uuid4().hex}",
+            idempotency_key=request_id,
             key_id=account.key_id,
             provider=route,
             engine=engine,
             characters=len(text),
             unit_price_uomcu=fee,
             upstream_characters=upstream_chars,
-        )
+        ),
     )
+    assert record is not None
     log.info(
         "tts route=%s engine=%s chars=%d format=%s cost_uomcu=%d",
         route,

@@ -1,0 +1,74 @@
+"""Usage history as JSON or CSV, filtered by time, key and kind.
+
+Query: ``since`` (inclusive) and ``until`` (exclusive) as ISO-8601 times,
+``key_id``, ``kind`` (``asr`` | ``tts``), ``limit`` (1-10000, default 100),
+``format`` (``json`` | ``csv``; ``Accept: text/csv`` also selects CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from speech.api.gateway import Gateway
+from speech.errors import BadRequest
+
+CSV_COLUMNS = (
+    "created",
+    "id",
+    "account_id",
+    "key_id",
+    "kind",
+    "provider",
+    "engine",
+    "quantity",
+    "unit",
+    "unit_price_uomcu",
+    "cost_uomcu",
+    "cost",
+    "received_seconds",
+    "upstream_characters",
+    "idempotency_key",
+)
+
+
+async def usage_response(gateway: Gateway, request: Request, *, account_id: str | None) -> Response:
+    q = request.query_params
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 10_000:
+        raise BadRequest("'limit' must be an integer between 1 and 10000")
+    kind = q.get("kind") or None
+    if kind not in (None, "asr", "tts"):
+        raise BadRequest("'kind' must be 'asr' or 'tts'")
+    fmt = q.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("'format' must be 'json' or 'csv'")
+    try:
+        records = await gateway.ledger.usage(
+            account_id=account_id,
+            key_id=q.get("key_id") or None,
+            kind=kind,
+            since=q.get("since") or None,
+            until=q.get("until") or None,
+            limit=limit,
+        )
+    except ValueError as exc:
+        raise BadRequest("'since' and 'until' must be ISO-8601 times such as 2026-01-31T12:00:00Z") from exc
+    rows = [r.to_json() for r in records]
+    if fmt == "json":
+        return JSONResponse({"account_id": account_id, "usage": rows})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="usage.csv"'},
+    )
