@@ -1,9 +1,10 @@
 """The ``speech`` command line.
 
     speech serve [--host H] [--port P] [--db PATH] [--config FILE]
-    speech keys create --name N --balance OMCU [--db PATH]
-    speech keys list | keys revoke KEY_ID | keys top-up KEY_ID --amount OMCU
-    speech usage [--key KEY_ID] [--limit N]
+    speech accounts create --name N [--balance OMCU] | accounts list | accounts top-up ACCOUNT_ID --amount OMCU
+    speech keys create --name N (--balance OMCU | --account ACCOUNT_ID) [--expires T] [--max-streams N] [--rpm N]
+    speech keys list [--account ID] | keys limits KEY_ID [...] | keys revoke KEY_ID | keys top-up KEY_ID --amount OMCU
+    speech usage [--account ID] [--key KEY_ID] [--kind asr|tts] [--since T] [--until T] [--limit N] [--csv]
     speech transcribe FILE [--url URL] [--api-key KEY]
     speech say "text" -o out.wav [--format NAME]
 
@@ -35,26 +36,56 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
 
+    a = sub.add_parser("accounts", help="manage accounts (they hold the balance)")
+    asub = a.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
+    ac = asub.add_parser("create", help="create an account")
+    common(ac)
+    ac.add_argument("--name", required=True)
+    ac.add_argument("--balance", default="0", help="starting balance in OMCU")
+    al = asub.add_parser("list", help="list accounts and balances")
+    common(al)
+    at = asub.add_parser("top-up", help="add OMCU to an account (negative corrects)")
+    common(at)
+    at.add_argument("account_id")
+    at.add_argument("--amount", required=True, help="OMCU to add, e.g. 100 or -2.5")
+
+    def key_limits(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--expires", help="ISO-8601 expiry, e.g. 2027-01-31T00:00:00Z ('none' removes it)")
+        sp.add_argument("--max-streams", help="concurrent streams allowed ('none' = unlimited)")
+        sp.add_argument("--rpm", help="requests (and new streams) per minute ('none' = unlimited)")
+
     k = sub.add_parser("keys", help="manage API keys")
     ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     kc = ksub.add_parser("create", help="create a key; prints it once, alone on the last line")
     common(kc)
     kc.add_argument("--name", required=True)
-    kc.add_argument("--balance", required=True, help="starting balance in OMCU, e.g. 100 or 2.5")
-    kl = ksub.add_parser("list", help="list keys (ids, names, balances; never the secrets)")
+    kc.add_argument("--balance", help="starting balance in OMCU of a new account for this key")
+    kc.add_argument("--account", help="add the key to this existing account instead")
+    key_limits(kc)
+    kl = ksub.add_parser("list", help="list keys (ids, accounts, limits; never the secrets)")
     common(kl)
-    kr = ksub.add_parser("revoke", help="revoke a key by its id")
+    kl.add_argument("--account", help="only this account's keys")
+    km = ksub.add_parser("limits", help="change a key's expiry and limits")
+    common(km)
+    km.add_argument("key_id")
+    key_limits(km)
+    kr = ksub.add_parser("revoke", help="revoke a key by its id (its streams close on every gateway)")
     common(kr)
     kr.add_argument("key_id")
-    kt = ksub.add_parser("top-up", help="add OMCU to a key's balance")
+    kt = ksub.add_parser("top-up", help="add OMCU to the account of a key (or an account id)")
     common(kt)
     kt.add_argument("key_id")
     kt.add_argument("--amount", required=True, help="OMCU to add")
 
     u = sub.add_parser("usage", help="show usage records, newest first")
     common(u)
+    u.add_argument("--account", help="only this account")
     u.add_argument("--key", dest="key_id", help="only this key id")
+    u.add_argument("--kind", choices=("asr", "tts"))
+    u.add_argument("--since", help="ISO-8601 time, inclusive")
+    u.add_argument("--until", help="ISO-8601 time, exclusive")
     u.add_argument("--limit", type=int, default=50)
+    u.add_argument("--csv", action="store_true", help="write CSV to stdout")
 
     t = sub.add_parser("transcribe", help="stream a WAV file to a running gateway in real time")
     t.add_argument("file")
@@ -98,7 +129,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from speech.cli.serve import serve
 
         return serve(_settings(args))
-    if args.command in ("keys", "usage"):
+    if args.command in ("accounts", "keys", "usage"):
         from speech.cli import admin
 
         return asyncio.run(admin.run(args, _settings(args)))

@@ -118,3 +118,25 @@ async def test_transcribe_streams_a_file_and_prints_each_transcript(server: Any)
     )
     _, err = await asyncio.wait_for(bad.communicate(), 60)
     assert bad.returncode == 1 and "invalid API key" in err.decode() and "4401" in err.decode()
+
+
+def test_accounts_and_key_limits(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    out = speech("accounts", "create", "--name", "fleet", "--balance", "50", "--db", db)
+    assert out.returncode == 0, out.stderr
+    account_id = out.stdout.split()[2]
+    assert account_id.startswith("acct_")
+    k1 = speech("keys", "create", "--name", "robot-1", "--account", account_id, "--rpm", "60", "--db", db)
+    k2 = speech("keys", "create", "--name", "robot-2", "--account", account_id, "--max-streams", "2", "--db", db)
+    assert k1.returncode == k2.returncode == 0, k1.stderr + k2.stderr
+    key_id = k1.stdout.strip().splitlines()[-1].split("_")[1]
+    listed = speech("keys", "list", "--account", account_id, "--db", db)
+    assert "robot-1" in listed.stdout and "robot-2" in listed.stdout and "rpm=60" in listed.stdout
+    changed = speech("keys", "limits", key_id, "--rpm", "none", "--expires", "2030-01-01T00:00:00Z", "--db", db)
+    assert changed.returncode == 0 and "rpm=unlimited" in changed.stdout and "2030-01-01" in changed.stdout
+    assert speech("accounts", "top-up", account_id, "--amount", "-10", "--db", db).stdout.endswith("40 OMCU\n")
+    assert "40" in speech("accounts", "list", "--db", db).stdout
+    both = speech("keys", "create", "--name", "x", "--account", account_id, "--balance", "1", "--db", db)
+    assert both.returncode == 2 and "not both" in both.stderr
+    csv_out = speech("usage", "--account", account_id, "--csv", "--db", db)
+    assert csv_out.returncode == 0 and csv_out.stdout.startswith("created,account_id,key_id,kind")
