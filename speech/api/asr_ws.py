@@ -116,6 +116,8 @@ class Utterance:
     task: asyncio.Task[None] | None = None
     forwarded_bytes: int = 0
     reservation: str = ""
+    # Audio the reserved credit covers; None = the whole utterance is covered.
+    budget_bytes: int | None = None
 
 
 class Connection:
@@ -200,9 +202,15 @@ class Connection:
 
     async def _handle(self, event: SessionEvent) -> None:
         if isinstance(event, SpeechAudio):
-            if self.open is not None and self.open.index == event.utterance:
-                self.open.forwarded_bytes += len(event.pcm)
-                self.open.queue.put_nowait(event.pcm)
+            utt = self.open
+            if utt is not None and utt.index == event.utterance:
+                pcm = event.pcm
+                if utt.budget_bytes is not None:
+                    # Never send upstream (nor bill) audio past the credit held.
+                    pcm = pcm[: max(0, utt.budget_bytes - utt.forwarded_bytes)]
+                if pcm:
+                    utt.forwarded_bytes += len(pcm)
+                    utt.queue.put_nowait(pcm)
         elif isinstance(event, SpeechStarted):
             await self._begin(event)
         elif isinstance(event, SpeechEnded):
@@ -230,10 +238,13 @@ class Connection:
             self._fail(exc)
             return
         per_minute = prices.asr_unit_price(route)
+        budget: int | None = None
         if per_minute and granted < want:
-            self.session.cap_utterance(event.utterance, granted * 60_000 // per_minute)
-        utt = Utterance(event.utterance, event.language_code, reservation=reservation)
-        task = asyncio.create_task(self._recognize(utt, self.last_task, self.recognizer))
+            cap_ms = granted * 60_000 // per_minute  # cost(cap_ms) <= granted
+            self.session.cap_utterance(event.utterance, cap_ms)
+            budget = cap_ms * 32  # 16 kHz PCM16: 32 bytes per ms
+        utt = Utterance(event.utterance, event.language_code, reservation=reservation, budget_bytes=budget)
+        task = asyncio.create_task(self._recognize(utt, self.last_task, self.recognizer), name=reservation)
         utt.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -290,12 +301,14 @@ class Connection:
                 key_id=self.account.key_id,
                 provider=self.route,
                 engine=engine,
-                audio_ms=ended.forwarded_ms,
+                # What actually went upstream (the VAD's count, unless the
+                # credit held cut the utterance's first frames short).
+                audio_ms=min(ended.forwarded_ms, utt.forwarded_bytes // 32),
                 received_ms=ended.received_ms,
             ),
         )
         self.utterances += 1
-        self.billed_ms += ended.forwarded_ms
+        self.billed_ms += min(ended.forwarded_ms, utt.forwarded_bytes // 32)
         text = " ".join(texts).strip()
         if text:
             await self._send({"asr_reply": text})
@@ -310,6 +323,10 @@ class Connection:
                 await self.ws.send_text(json.dumps(payload))
             except Exception:  # the peer went away; the read loop will notice
                 log.debug("send failed on connection %s", self.id)
+
+    def live_reservations(self) -> list[str]:
+        """Reservations of utterances not settled yet (renewed while they run)."""
+        return [t.get_name() for t in self.tasks if not t.done()]
 
     async def terminate(self, error: SpeechError) -> None:
         """Close this stream from outside (its key was revoked on some replica)."""

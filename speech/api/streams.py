@@ -35,6 +35,8 @@ class Terminable(Protocol):
     key_id: str
     lease_id: str | None
 
+    def live_reservations(self) -> list[str]: ...
+
     async def terminate(self, error: AuthError) -> None: ...
 
 
@@ -85,6 +87,7 @@ class StreamRegistry:
                 if now - last_renew >= renew_every:
                     last_renew = now
                     await self.renew_leases()
+                    await self.renew_reservations()
                 if now - last_sweep >= SWEEP_EVERY_S:
                     last_sweep = now
                     await self.ledger.expire_stale()
@@ -101,6 +104,12 @@ class StreamRegistry:
             for stream in list(self._streams.get(key_id, ())):
                 log.info("closing a stream of key %s: %s", key_id, reason)
                 await stream.terminate(AuthError(reason))
+
+    async def renew_reservations(self) -> None:
+        """Utterances still running keep their credit however long they take."""
+        held = [r for streams in self._streams.values() for s in streams for r in s.live_reservations()]
+        if held:
+            await self.ledger.renew(held, self.limits.reservation_ttl_s)
 
     async def renew_leases(self) -> None:
         leases = [s.lease_id for streams in self._streams.values() for s in streams if s.lease_id]
