@@ -19,6 +19,8 @@ Tree::
     ├── AuthError                    401  missing, unknown or revoked key
     ├── PaymentRequired              402  balance exhausted
     ├── LimitExceeded                429  a per-key limit: requests per minute, concurrent streams
+    ├── IdleTimeout                       no audio and no KeepAlive for too long (close 4408)
+    ├── SessionTooLong                    the stream reached its maximum duration (close 4409)
     ├── NotFound                     404  unknown provider route
     ├── EngineError                  503  an engine failed
     │   ├── EngineUnavailable        503  not loaded / cannot be reached, retryable
@@ -48,6 +50,8 @@ Websocket close codes (documented in the README):
     4401  missing, unknown or revoked API key
     4402  balance exhausted
     4404  unknown provider in the path
+    4408  idle timeout: no audio and no KeepAlive for limits.idle_timeout_s
+    4409  the session reached limits.max_session_s
     4429  a per-key limit: too many concurrent streams or requests per minute
 """
 
@@ -62,6 +66,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_PAYMENT_REQUIRED = 4402
 CLOSE_NOT_FOUND = 4404
 CLOSE_LIMIT = 4429
+CLOSE_IDLE = 4408
+CLOSE_SESSION_LIMIT = 4409
 
 
 class SpeechError(Exception):
@@ -118,6 +124,16 @@ class PaymentRequired(SpeechError):
 class LimitExceeded(SpeechError):
     status = 429
     close_code = CLOSE_LIMIT
+
+
+class IdleTimeout(SpeechError):
+    status = 408
+    close_code = CLOSE_IDLE
+
+
+class SessionTooLong(SpeechError):
+    status = 408
+    close_code = CLOSE_SESSION_LIMIT
 
 
 class NotFound(SpeechError):

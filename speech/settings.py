@@ -101,6 +101,10 @@ class LimitSettings:
     stream_lease_ttl_s: int = field(default=15, metadata=_rng(3, 600))
     # How often each replica checks its open streams' keys for revocation.
     revocation_poll_s: float = field(default=0.5, metadata=_rng(0.1, 60))
+    # A stream with no audio and no KeepAlive for this long is closed (4408).
+    idle_timeout_s: float = field(default=30.0, metadata=_rng(1, 3600))
+    # No stream lives longer than this (4409); 4 h by default.
+    max_session_s: float = field(default=14400.0, metadata=_rng(10, 7 * 86400))
 
 
 @dataclass(frozen=True)

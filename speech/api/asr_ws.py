@@ -6,9 +6,13 @@ utterance gets its own recognizer stream (an asyncio task fed through a
 queue), so a slow decode never stalls this loop or any other connection.
 Replies go out in utterance order, each after its usage record is committed.
 
-Query options (all optional): ``api_key``, ``rate``, ``language_code`` and the
-VAD settings ``vad_mode``, ``start_ms``, ``preroll_ms``, ``silence_ms``,
-``tail_ms``, ``max_utterance_ms``.
+Query options (all optional): ``api_key``, ``rate``, ``language_code``,
+``encoding`` (linear16 | mulaw | alaw), ``channels`` (1 | 2) and the VAD
+settings ``vad_mode``, ``start_ms``, ``preroll_ms``, ``silence_ms``,
+``tail_ms``, ``max_utterance_ms``. A first ``{"type": "Config", ...}`` frame
+may declare the format instead. The stream closes with 4408 after
+``limits.idle_timeout_s`` without audio or KeepAlive, and with 4409 after
+``limits.max_session_s``.
 """
 
 from __future__ import annotations
@@ -31,17 +35,21 @@ from speech.errors import (
     CLOSE_NORMAL,
     BadRequest,
     EngineError,
+    IdleTimeout,
     InvalidFrame,
     LimitExceeded,
     NotFound,
+    SessionTooLong,
     SpeechError,
 )
 from speech.metering.ledger import ApiKey, UsageIn
 from speech.pipeline import frames
+from speech.pipeline.codecs import ENCODINGS
 from speech.pipeline.session import (
     AsrSession,
     CloseRequested,
     FrameRejected,
+    KeptAlive,
     SessionConfig,
     SessionEvent,
     SessionFailed,
@@ -91,12 +99,20 @@ def session_config(settings: Settings, query: QueryParams) -> SessionConfig:
         except InvalidFrame as exc:
             raise BadRequest(f"query option {exc.message}") from exc
     language = query.get("language_code", "en-US") or "en-US"
+    encoding = query.get("encoding", "linear16")
+    if encoding not in ENCODINGS:
+        raise BadRequest(f"query option 'encoding' must be one of {', '.join(ENCODINGS)}")
+    channels = query.get("channels", "1")
+    if channels not in ("1", "2"):
+        raise BadRequest("query option 'channels' must be 1 or 2")
     return SessionConfig(
         vad=dataclasses.replace(settings.vad, **changes),
         rate=rate,
         language_code=language,
         max_frame_bytes=settings.limits.max_frame_bytes,
         max_invalid_frames=settings.limits.max_invalid_frames,
+        encoding=encoding,
+        channels=int(channels),
     )
 
 
@@ -155,18 +171,35 @@ class Connection:
         if streams is not None:
             streams.add(self)
         try:
+            limits = self.gateway.settings.limits
+            loop = asyncio.get_running_loop()
+            session_deadline = loop.time() + limits.max_session_s
+            last_activity = loop.time()
             try:
                 while not self._closing:
-                    message = await self.ws.receive()
+                    idle_deadline = last_activity + limits.idle_timeout_s
+                    try:
+                        message = await asyncio.wait_for(
+                            self.ws.receive(), max(0.0, min(idle_deadline, session_deadline) - loop.time())
+                        )
+                    except TimeoutError:
+                        if loop.time() >= session_deadline:
+                            self._fail(SessionTooLong(f"session reached its maximum of {limits.max_session_s:g} s"))
+                        else:
+                            self._fail(IdleTimeout(f"no audio or KeepAlive for {limits.idle_timeout_s:g} s"))
+                        break
                     if message["type"] == "websocket.disconnect":
                         self._disconnected = True
                         break
+                    accepted = session.frames_accepted
                     if message.get("text") is not None:
                         events = session.receive_text(message["text"])
                     elif message.get("bytes") is not None:
                         events = session.receive_bytes(message["bytes"])
                     else:
                         continue
+                    if session.frames_accepted != accepted or any(isinstance(e, KeptAlive) for e in events):
+                        last_activity = loop.time()
                     for event in events:
                         await self._handle(event)
             finally:

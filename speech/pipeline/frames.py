@@ -19,7 +19,7 @@ MIN_RATE = 8000
 MAX_RATE = 48000
 
 # Control messages accepted as {"type": "..."} text frames.
-CONTROL_TYPES = ("CloseStream", "KeepAlive")
+CONTROL_TYPES = ("CloseStream", "KeepAlive", "Finalize", "Config")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,8 @@ class AudioChunk:
 @dataclass(frozen=True, slots=True)
 class Control:
     type: str
+    # The other fields of the message (used by "Config").
+    fields: dict[str, object] | None = None
 
 
 def check_rate(value: object, where: str = "rate") -> int:
@@ -47,7 +49,7 @@ def check_rate(value: object, where: str = "rate") -> int:
     return rate
 
 
-def parse_text_frame(text: str, max_bytes: int) -> AudioChunk | Control:
+def parse_text_frame(text: str, max_bytes: int, frame_bytes: int = 2) -> AudioChunk | Control:
     if len(text) > max_bytes:
         raise FrameTooLarge(f"frame of {len(text)} bytes is over the {max_bytes}-byte limit")
     try:
@@ -59,7 +61,7 @@ def parse_text_frame(text: str, max_bytes: int) -> AudioChunk | Control:
     if "audio" not in msg:
         kind = msg.get("type")
         if isinstance(kind, str) and kind in CONTROL_TYPES:
-            return Control(kind)
+            return Control(kind, {k: v for k, v in msg.items() if k != "type"} or None)
         if kind is not None:
             raise InvalidFrame(f"unknown message type {_short(kind)}; expected one of {', '.join(CONTROL_TYPES)}")
         raise InvalidFrame("JSON frame has no 'audio' field")
@@ -70,7 +72,7 @@ def parse_text_frame(text: str, max_bytes: int) -> AudioChunk | Control:
         pcm = b64decode(audio, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidFrame("'audio' is not valid base64") from exc
-    _check_pcm(pcm)
+    _check_pcm(pcm, frame_bytes)
     rate = check_rate(msg["rate"]) if msg.get("rate") is not None else None
     lang = msg.get("language_code")
     if lang is not None and (not isinstance(lang, str) or not 0 < len(lang) <= 35):
@@ -78,16 +80,20 @@ def parse_text_frame(text: str, max_bytes: int) -> AudioChunk | Control:
     return AudioChunk(pcm, rate, lang)
 
 
-def parse_binary_frame(data: bytes, max_bytes: int) -> AudioChunk:
+def parse_binary_frame(data: bytes, max_bytes: int, frame_bytes: int = 2) -> AudioChunk:
     if len(data) > max_bytes:
         raise FrameTooLarge(f"frame of {len(data)} bytes is over the {max_bytes}-byte limit")
-    _check_pcm(data)
+    _check_pcm(data, frame_bytes)
     return AudioChunk(data, None, None)
 
 
-def _check_pcm(pcm: bytes) -> None:
-    if len(pcm) % 2:
+def _check_pcm(pcm: bytes, frame_bytes: int = 2) -> None:
+    """``frame_bytes``: bytes per sample frame (2 for 16-bit mono, 4 for stereo, 1 or 2 for G.711)."""
+    if len(pcm) % frame_bytes == 0:
+        return
+    if frame_bytes == 2:
         raise InvalidFrame(f"audio has an odd number of bytes ({len(pcm)}); expected 16-bit PCM samples")
+    raise InvalidFrame(f"audio has {len(pcm)} bytes, not a whole number of {frame_bytes}-byte sample frames")
 
 
 def _short(value: object) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from speech.errors import InvalidFrame, ProtocolViolation, SpeechError
-from speech.pipeline import frames
+from speech.pipeline import codecs, frames
 from speech.pipeline.resample import PIPELINE_RATE, StreamResampler
 from speech.pipeline.vad import UtteranceAudio, UtteranceEnded, UtteranceStarted, VadSegmenter
 from speech.settings import VadSettings
@@ -38,6 +38,8 @@ class SessionConfig:
     language_code: str = "en-US"
     max_frame_bytes: int = 1024 * 1024
     max_invalid_frames: int = 10
+    encoding: str = "linear16"  # "linear16" | "mulaw" | "alaw"
+    channels: int = 1  # 2 = interleaved stereo, downmixed to mono
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +80,43 @@ class CloseRequested:
     pass
 
 
-SessionEvent = SpeechStarted | SpeechAudio | SpeechEnded | FrameRejected | SessionFailed | CloseRequested
+@dataclass(frozen=True, slots=True)
+class Configured:
+    """A ``{"type": "Config", ...}`` frame was applied; ``options`` holds the
+    fields the bridge itself handles (e.g. ``events``)."""
+
+    options: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptAlive:
+    """``{"type": "KeepAlive"}``: no audio, but the client is there."""
+
+
+SessionEvent = (
+    SpeechStarted | SpeechAudio | SpeechEnded | FrameRejected | SessionFailed | CloseRequested | Configured | KeptAlive
+)
+
+# Config-frame fields the session applies itself; any other field is handed
+# to the bridge in a Configured event.
+SESSION_OPTIONS = ("rate", "encoding", "channels", "language_code")
+
+
+def check_format(encoding: str, channels: int) -> None:
+    if encoding not in codecs.ENCODINGS:
+        raise InvalidFrame(f"'encoding' must be one of {', '.join(codecs.ENCODINGS)}")
+    if channels not in (1, 2):
+        raise InvalidFrame("'channels' must be 1 or 2")
 
 
 class AsrSession:
     def __init__(self, config: SessionConfig, is_speech: Callable[[bytes], bool] | None = None) -> None:
         frames.check_rate(config.rate)
+        check_format(config.encoding, config.channels)
         self.config = config
         self.rate = config.rate
+        self.encoding = config.encoding
+        self.channels = config.channels
         self.language_code = config.language_code
         self._resampler = StreamResampler(self.rate)
         self._vad = VadSegmenter(config.vad, is_speech)
@@ -105,21 +136,57 @@ class AsrSession:
         if self.closed:
             return []
         try:
-            msg = frames.parse_text_frame(text, self.config.max_frame_bytes)
+            msg = frames.parse_text_frame(text, self.config.max_frame_bytes, self._frame_bytes)
+            if isinstance(msg, frames.Control) and msg.type == "Config":
+                return self._configure(msg.fields or {})
         except InvalidFrame as exc:
             return self._reject(exc)
         self._invalid_run = 0
         if isinstance(msg, frames.Control):
             if msg.type == "CloseStream":
                 return self.end(close_requested=True)
-            return []  # KeepAlive
+            if msg.type == "Finalize":
+                return self.finalize()
+            return [KeptAlive()]
         return self._audio(msg)
+
+    def finalize(self) -> list[SessionEvent]:
+        """Close the open utterance now (``{"type": "Finalize"}``); the stream goes on."""
+        if self.closed:
+            return []
+        out = self._vad_events(self._vad.feed(self._resampler.flush()))
+        return out + self._vad_events(self._vad.finalize())
+
+    @property
+    def _frame_bytes(self) -> int:
+        return codecs.sample_bytes(self.encoding, self.channels)
+
+    def _configure(self, fields: dict[str, object]) -> list[SessionEvent]:
+        """Apply a Config frame: allowed only before the first audio."""
+        if self.frames_accepted:
+            raise InvalidFrame("a Config frame must come before any audio")
+        encoding = fields.get("encoding", self.encoding)
+        channels = fields.get("channels", self.channels)
+        if not isinstance(encoding, str) or encoding not in codecs.ENCODINGS:
+            raise InvalidFrame(f"'encoding' must be one of {', '.join(codecs.ENCODINGS)}")
+        if channels not in (1, 2) or isinstance(channels, bool):
+            raise InvalidFrame("'channels' must be 1 or 2")
+        rate = frames.check_rate(fields["rate"]) if fields.get("rate") is not None else self.rate
+        lang = fields.get("language_code", self.language_code)
+        if not isinstance(lang, str) or not 0 < len(lang) <= 35:
+            raise InvalidFrame("'language_code' must be a language tag such as 'en-US'")
+        self.encoding, self.channels, self.language_code = encoding, int(channels), lang
+        if rate != self.rate:
+            self.rate = rate
+            self._resampler = StreamResampler(rate)
+        self._invalid_run = 0
+        return [Configured({k: v for k, v in fields.items() if k not in SESSION_OPTIONS})]
 
     def receive_bytes(self, data: bytes) -> list[SessionEvent]:
         if self.closed:
             return []
         try:
-            chunk = frames.parse_binary_frame(data, self.config.max_frame_bytes)
+            chunk = frames.parse_binary_frame(data, self.config.max_frame_bytes, self._frame_bytes)
         except InvalidFrame as exc:
             return self._reject(exc)
         self._invalid_run = 0
@@ -166,8 +233,9 @@ class AsrSession:
             self._resampler = StreamResampler(self.rate)
         if not chunk.pcm:
             return out
-        self._received_us += len(chunk.pcm) // 2 * 1_000_000 // self.rate
-        pcm16k = self._resampler.process(chunk.pcm) if self.rate != PIPELINE_RATE else chunk.pcm
+        pcm = codecs.to_pcm16_mono(chunk.pcm, self.encoding, self.channels)
+        self._received_us += len(pcm) // 2 * 1_000_000 // self.rate
+        pcm16k = self._resampler.process(pcm) if self.rate != PIPELINE_RATE else pcm
         out += self._vad_events(self._vad.feed(pcm16k))
         return out
 

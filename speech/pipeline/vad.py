@@ -65,7 +65,7 @@ class UtteranceEnded:
     start_ms: int
     end_ms: int
     forwarded_ms: int
-    reason: str  # "silence" | "max_length" | "budget" | "flush"
+    reason: str  # "silence" | "max_length" | "budget" | "finalize" | "flush"
 
 
 VadEvent = UtteranceStarted | UtteranceAudio | UtteranceEnded
@@ -139,6 +139,23 @@ class VadSegmenter:
             return
         cap = max(1, ms // self._frame_ms) * self._frame_bytes
         self._cap = min(self._cap, cap)
+
+    def finalize(self) -> list[VadEvent]:
+        """Close the open utterance now, as if its silence window had passed
+        (reason ``finalize``); the stream goes on. A candidate that has not
+        reached ``start_ms`` of speech yet is not an utterance and stays."""
+        if self.state is VadState.SPEAKING:
+            self._end("finalize")
+            self.state = VadState.QUIET
+        elif self.state is VadState.STOPPING:
+            tail = self._held[: self._tail_room()]
+            self._forward_frames(tail)
+            self._end("finalize")
+            self._held_pos += len(tail) * self._frame_bytes
+            del self._held[: len(tail)]
+            self.state = VadState.QUIET
+            self._trim_to_preroll()
+        return self._drain()
 
     def flush(self) -> list[VadEvent]:
         """End of stream: close an open utterance, keeping at most tail_ms of silence."""

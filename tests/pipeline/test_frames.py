@@ -64,7 +64,14 @@ def test_control_messages(kind: str) -> None:
 
 
 def test_control_types_are_the_documented_ones() -> None:
-    assert set(CONTROL_TYPES) == {"CloseStream", "KeepAlive"}
+    assert set(CONTROL_TYPES) == {"CloseStream", "KeepAlive", "Finalize", "Config"}
+
+
+def test_control_fields_and_sample_frame_sizes() -> None:
+    assert parse_text_frame(text(type="Config", encoding="mulaw"), CAP) == Control("Config", {"encoding": "mulaw"})
+    assert parse_binary_frame(b"\x01\x02\x03", CAP, frame_bytes=1).pcm == b"\x01\x02\x03"
+    with pytest.raises(InvalidFrame, match="not a whole number of 4-byte sample frames"):
+        parse_binary_frame(b"\x00" * 6, CAP, frame_bytes=4)
 
 
 def test_binary_frame() -> None:

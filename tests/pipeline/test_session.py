@@ -16,6 +16,7 @@ from speech.pipeline.session import (
     AsrSession,
     CloseRequested,
     FrameRejected,
+    KeptAlive,
     SessionConfig,
     SessionEvent,
     SessionFailed,
@@ -192,7 +193,7 @@ def test_a_good_frame_resets_the_consecutive_count(good: str) -> None:
         elif good == "json":
             s.receive_text(frame(silence(16000, 30)))
         else:
-            assert s.receive_text('{"type": "KeepAlive"}') == []
+            assert s.receive_text('{"type": "KeepAlive"}') == [KeptAlive()]
     assert len(s.receive_text("bad")) == 1
     assert len(s.receive_text("bad")) == 1
     assert isinstance(s.receive_text("bad")[-1], SessionFailed)
@@ -320,9 +321,9 @@ def test_close_stream_with_nothing_open() -> None:
     assert s.receive_text('{"type": "CloseStream"}') == [CloseRequested()]
 
 
-def test_keepalive_causes_no_events() -> None:
+def test_keepalive_causes_only_its_own_event() -> None:
     s = session()
-    assert s.receive_text('{"type": "KeepAlive"}') == []
+    assert s.receive_text('{"type": "KeepAlive"}') == [KeptAlive()]
     assert s.frames_accepted == 0 and not s.closed
 
 
