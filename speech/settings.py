@@ -101,6 +101,10 @@ class LimitSettings:
     stream_lease_ttl_s: int = field(default=15, metadata=_rng(3, 600))
     # How often each replica checks its open streams' keys for revocation.
     revocation_poll_s: float = field(default=0.5, metadata=_rng(0.1, 60))
+    # Utterances of one stream being recognized at once. A client sending
+    # faster than real time past this waits: the gateway stops reading its
+    # socket (TCP backpressure) instead of queueing work without limit.
+    max_pending_utterances: int = field(default=4, metadata=_rng(1, 64))
     # A stream with no audio and no KeepAlive for this long is closed (4408).
     idle_timeout_s: float = field(default=30.0, metadata=_rng(1, 3600))
     # No stream lives longer than this (4409); 4 h by default.

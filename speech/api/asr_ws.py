@@ -200,8 +200,11 @@ class Connection:
                         continue
                     if session.frames_accepted != accepted or any(isinstance(e, KeptAlive) for e in events):
                         last_activity = loop.time()
+                    handling = loop.time()
                     for event in events:
                         await self._handle(event)
+                    # Time the gateway spent (e.g. under backpressure) is not client idleness.
+                    last_activity += loop.time() - handling
             finally:
                 await self._settle()
         finally:
@@ -260,6 +263,11 @@ class Connection:
 
     async def _begin(self, event: SpeechStarted) -> None:
         assert self.account is not None and self.recognizer is not None and self.session is not None
+        # Flow control: with too many utterances of this stream still being
+        # recognized, stop reading until the oldest is done.
+        bound = self.gateway.settings.limits.max_pending_utterances
+        while len(self.tasks) >= bound:
+            await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
         # Hold credit for the whole utterance before its audio goes upstream;
         # if less is available, the utterance is cut where the credit ends.
         reservation = f"asr:{self.id}:{event.utterance}"

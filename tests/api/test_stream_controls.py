@@ -107,3 +107,57 @@ async def test_session_length_is_capped(make_server: Any) -> None:
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == CLOSE_SESSION_LIMIT
+
+
+class GatedRecognizer:
+    """The real local recognizer behind a gate: decodes wait until released,
+    and the number of utterances in recognition at once is recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.description = inner.description
+        self.gate = asyncio.Event()
+        self.active = 0
+        self.peak = 0
+        self.started = 0
+
+    async def recognize(self, audio: Any, config: Any) -> Any:
+        self.active += 1
+        self.started += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            chunks = [c async for c in audio]
+            await self.gate.wait()
+
+            async def again() -> Any:
+                for c in chunks:
+                    yield c
+
+            async for t in self.inner.recognize(again(), config):
+                yield t
+        finally:
+            self.active -= 1
+
+
+async def test_a_client_faster_than_real_time_gets_backpressure(make_server: Any, engines: Any) -> None:
+    from speech.providers.registry import Engines
+
+    gated = GatedRecognizer(engines.asr["local"])
+    server = make_server(
+        {"limits.max_pending_utterances": 2},
+        with_engines=Engines(engines.settings, asr={"local": gated}, tts=engines.tts),
+    )
+    key = await server.create_key()
+    pcm, rate = read_wav(SAMPLES / "two_commands.wav")
+    frames = om1_frames(pcm * 4, rate)  # eight utterances, sent as fast as the socket takes them
+    task = asyncio.create_task(stream(server.ws(api_key=key), frames))
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if gated.started >= 2:
+            break
+    await asyncio.sleep(1.0)  # the client keeps pushing; the gateway must not start more
+    assert gated.started == 2 and gated.peak == 2
+    gated.gate.set()
+    messages, code, _ = await task
+    assert code == 1000 and len(replies(messages)) == 8 and gated.peak <= 2
