@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from speech.api import account, accounts, asr_ws, tts_http
+from speech.api import account, accounts, asr_ws, openai_audio, tts_http
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
 from speech.api.streams import StreamRegistry
@@ -89,6 +89,8 @@ def create_app(
         Route("/api/admin/keys/{key_id}/revoke", accounts.admin_revoke_key, methods=["POST"]),
         Route("/api/admin/usage", accounts.admin_usage, methods=["GET"]),
         Route("/api/core/{provider}/tts", tts_http.tts, methods=["POST"]),
+        Route("/v1/audio/transcriptions", openai_audio.transcriptions, methods=["POST"]),
+        Route("/v1/audio/speech", openai_audio.speech, methods=["POST"]),
         WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),
         WebSocketRoute("/", asr_ws.asr_endpoint),
     ]

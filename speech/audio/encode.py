@@ -19,6 +19,11 @@ Decisions:
   ``opus_*``: PyAV/libopus in an Ogg container at 48 kHz. The encoder is
   flushed, and the muxer writes gapless metadata (LAME tag / Ogg pre-skip) so a
   decoder returns the exact sample count.
+* FLAC is not an ElevenLabs format, so it is not in :data:`SUPPORTED_FORMATS`
+  and :func:`parse_output_format` refuses it; :func:`flac_format` builds one
+  (``flac_<rate>``, PyAV's native FLAC encoder in a FLAC container: lossless,
+  exact sample count) for callers with their own format names, such as the
+  OpenAI-compatible ``/v1/audio/speech``.
 * Empty input still yields a playable file: an empty WAV, an empty body for
   ``pcm_*``, and for MP3/Opus (whose muxers write nothing decodable without a
   packet) a single silent sample.
@@ -37,7 +42,7 @@ import numpy as np
 from speech.audio.resample import array_to_pcm16, pcm16_to_array, resample
 from speech.errors import UnsupportedOutputFormat
 
-__all__ = ["SUPPORTED_FORMATS", "OutputFormat", "encode", "parse_output_format"]
+__all__ = ["SUPPORTED_FORMATS", "OutputFormat", "encode", "flac_format", "parse_output_format"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class OutputFormat:
     """One accepted ``output_format`` value, parsed."""
 
     name: str  # the exact string, e.g. "mp3_44100_128"
-    codec: str  # "mp3" | "pcm" | "wav" | "ulaw" | "alaw" | "opus"
+    codec: str  # "mp3" | "pcm" | "wav" | "ulaw" | "alaw" | "opus" | "flac"
     sample_rate: int
     bitrate: int | None  # bits per second for mp3/opus, else None
     content_type: str
@@ -85,6 +90,7 @@ _CONTENT_TYPES = {
     "ulaw": "audio/wav",
     "alaw": "audio/wav",
     "opus": "audio/ogg",
+    "flac": "audio/flac",
 }
 
 
@@ -113,6 +119,13 @@ def parse_output_format(name: str) -> OutputFormat:
     return fmt
 
 
+def flac_format(sample_rate: int) -> OutputFormat:
+    """A FLAC output at ``sample_rate`` Hz (not an ElevenLabs format; see the module docstring)."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or not 1 <= sample_rate <= 655350:
+        raise ValueError(f"FLAC sample rate must be an integer from 1 to 655350 Hz, got {sample_rate!r}")
+    return _build(f"flac_{sample_rate}")
+
+
 def encode(pcm: bytes, rate: int, fmt: OutputFormat) -> bytes:
     """Encode mono PCM16LE ``pcm`` sampled at ``rate`` Hz into ``fmt``.
 
@@ -131,6 +144,8 @@ def encode(pcm: bytes, rate: int, fmt: OutputFormat) -> bytes:
         return _av_encode(samples, fmt, container="mp3", codec="libmp3lame")
     if fmt.codec == "opus":
         return _av_encode(samples, fmt, container="ogg", codec="libopus")
+    if fmt.codec == "flac":
+        return _flac(samples, fmt.sample_rate)
     raise UnsupportedOutputFormat(f"unsupported output_format {fmt.name!r}")  # pragma: no cover
 
 
@@ -194,5 +209,23 @@ def _av_encode(samples: np.ndarray, fmt: OutputFormat, *, container: str, codec:
         for packet in stream.encode(frame):
             out.mux(packet)
         for packet in stream.encode(None):  # flush: the encoder holds the tail
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _flac(samples: np.ndarray, rate: int) -> bytes:
+    """Lossless FLAC; empty input gives a valid file of zero samples."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="flac") as out:
+        stream = out.add_stream("flac", rate=rate, layout="mono")
+        if samples.size:
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+            )
+            frame.sample_rate = rate
+            frame.pts = 0
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()

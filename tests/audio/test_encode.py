@@ -14,9 +14,11 @@ from speech.audio.encode import (
     OutputFormat,
     alaw_encode,
     encode,
+    flac_format,
     parse_output_format,
     ulaw_encode,
 )
+from speech.audio.resample import pcm16_to_array, resample
 from speech.errors import BadRequest, UnsupportedOutputFormat
 
 ENGINE_RATE = 22050
@@ -221,6 +223,46 @@ def test_empty_input_gives_valid_output(name: str) -> None:
     if fmt.codec in ("wav", "ulaw", "alaw"):
         assert container == "wav" and len(samples) == 0
     assert not np.any(np.abs(samples) > 0.01)  # silence
+
+
+# --- FLAC (not an ElevenLabs format: for the OpenAI-compatible API) --------
+
+
+def test_flac_is_not_an_elevenlabs_output_format() -> None:
+    assert not any(name.startswith("flac") for name in SUPPORTED_FORMATS)
+    with pytest.raises(UnsupportedOutputFormat):
+        parse_output_format("flac_24000")
+    fmt = flac_format(24000)
+    assert (fmt.name, fmt.codec, fmt.sample_rate, fmt.bitrate, fmt.content_type) == (
+        "flac_24000",
+        "flac",
+        24000,
+        None,
+        "audio/flac",
+    )
+
+
+@pytest.mark.parametrize("rate", [24000, ENGINE_RATE, 16000, 48000])
+def test_flac_is_lossless_at_its_rate(rate: int) -> None:
+    data = encode(SINE, ENGINE_RATE, flac_format(rate))
+    assert data[:4] == b"fLaC"
+    container, codec, got_rate, samples = _decode(data)
+    assert (container, codec, got_rate) == ("flac", "flac", rate)
+    expected = resample(pcm16_to_array(SINE), ENGINE_RATE, rate)
+    assert len(samples) == len(expected)  # exact sample count, no padding
+    assert np.array_equal(np.round(samples * 32768).astype(np.int16), expected)
+    assert abs(_dominant_hz(samples, rate) - TONE_HZ) < 2
+
+
+def test_flac_empty_input_is_a_valid_file_of_no_samples() -> None:
+    container, _, rate, samples = _decode(encode(b"", ENGINE_RATE, flac_format(24000)))
+    assert (container, rate, len(samples)) == ("flac", 24000, 0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 655351, 24000.0, "24000", True, None])
+def test_flac_format_rejects_bad_rates(bad: object) -> None:
+    with pytest.raises(ValueError, match="FLAC sample rate"):
+        flac_format(bad)  # type: ignore[arg-type]
 
 
 # --- G.711 against the ITU-T G.191 reference code (scalar port) -------------
