@@ -9,7 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY speech ./speech
-RUN pip install --no-cache-dir '.[local]'
+RUN pip install --no-cache-dir '.[local,cloud]'
 
 ENV SPEECH_HOST=0.0.0.0 \
     SPEECH_PORT=8080 \
