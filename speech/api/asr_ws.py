@@ -43,11 +43,13 @@ from speech.errors import (
     SpeechError,
 )
 from speech.metering.ledger import ApiKey, UsageIn
+from speech.metering.prices import format_omcu
 from speech.pipeline import frames
 from speech.pipeline.codecs import ENCODINGS
 from speech.pipeline.session import (
     AsrSession,
     CloseRequested,
+    Configured,
     FrameRejected,
     KeptAlive,
     SessionConfig,
@@ -57,7 +59,7 @@ from speech.pipeline.session import (
     SpeechEnded,
     SpeechStarted,
 )
-from speech.providers.base import RecognitionConfig
+from speech.providers.base import RecognitionConfig, Transcript
 from speech.providers.failover import FailoverRecognizer
 from speech.settings import Settings, VadSettings
 
@@ -132,6 +134,7 @@ class Utterance:
     task: asyncio.Task[None] | None = None
     forwarded_bytes: int = 0
     reservation: str = ""
+    start_ms: int = 0
     # Audio the reserved credit covers; None = the whole utterance is covered.
     budget_bytes: int | None = None
 
@@ -157,6 +160,9 @@ class Connection:
         self.key_id = ""
         self.utterances = 0
         self.billed_ms = 0
+        self.billed_uomcu = 0
+        self.events = ws.query_params.get("events", "").lower() in ("1", "true", "yes")
+        self._close_requested = False
 
     # ------------------------------------------------------------ main loop
 
@@ -255,11 +261,21 @@ class Connection:
                 self.open.queue.put_nowait(None)
                 self.open = None
         elif isinstance(event, FrameRejected):
-            await self._send({"error": event.message})
+            await self._send(self._error(event.message))
         elif isinstance(event, SessionFailed):
             self._fail(event.error)
         elif isinstance(event, CloseRequested):
             self._closing = True
+            self._close_requested = True
+        elif isinstance(event, Configured):
+            unknown = sorted(k for k in event.options if k != "events")
+            if unknown:
+                await self._send(self._error(f"unknown Config option(s): {', '.join(unknown)}"))
+            if "events" in event.options:
+                if not isinstance(event.options["events"], bool):
+                    await self._send(self._error("'events' must be true or false"))
+                else:
+                    self.events = event.options["events"]
 
     async def _begin(self, event: SpeechStarted) -> None:
         assert self.account is not None and self.recognizer is not None and self.session is not None
@@ -284,7 +300,11 @@ class Connection:
             cap_ms = granted * 60_000 // per_minute  # cost(cap_ms) <= granted
             self.session.cap_utterance(event.utterance, cap_ms)
             budget = cap_ms * 32  # 16 kHz PCM16: 32 bytes per ms
-        utt = Utterance(event.utterance, event.language_code, reservation=reservation, budget_bytes=budget)
+        utt = Utterance(
+            event.utterance, event.language_code, reservation=reservation, start_ms=event.start_ms, budget_bytes=budget
+        )
+        if self.events:
+            await self._send({"type": "speech_started", "utterance": event.utterance, "start": event.start_ms / 1000})
         task = asyncio.create_task(self._recognize(utt, self.last_task, self.recognizer), name=reservation)
         utt.task = task
         self.tasks.add(task)
@@ -309,15 +329,26 @@ class Connection:
         self, utt: Utterance, previous: asyncio.Task[None] | None, recognizer: FailoverRecognizer
     ) -> None:
         texts: list[str] = []
+        finals: list[Transcript] = []
         error: SpeechError | None = None
         engine = recognizer.name
         try:
-            config = RecognitionConfig(language_code=utt.language_code)
+            config = RecognitionConfig(language_code=utt.language_code, interim_results=self.events)
             async for transcript in recognizer.recognize(_drain(utt.queue), config):
                 if transcript.is_final:
                     engine = transcript.engine or engine
                     if transcript.text:
                         texts.append(transcript.text)
+                        finals.append(transcript)
+                elif self.events and transcript.text:
+                    await self._send(
+                        {
+                            "type": "interim",
+                            "utterance": utt.index,
+                            "text": transcript.text,
+                            "engine": transcript.engine,
+                        }
+                    )
         except SpeechError as exc:
             error = exc
         except Exception:
@@ -330,11 +361,11 @@ class Connection:
         if error is not None or ended is None:
             await self.gateway.release(utt.reservation)
             if error is not None:
-                await self._send({"error": error.message})
+                await self._send(self._error(error.message))
             return
         assert self.account is not None
         # Usage is committed (and the reservation settled) before the reply leaves.
-        await self.gateway.ledger.settle(
+        record, _ = await self.gateway.ledger.settle(
             utt.reservation,
             UsageIn.asr(
                 self.gateway.prices,
@@ -348,11 +379,30 @@ class Connection:
                 received_ms=ended.received_ms,
             ),
         )
+        assert record is not None
         self.utterances += 1
-        self.billed_ms += min(ended.forwarded_ms, utt.forwarded_bytes // 32)
+        self.billed_ms += record.audio_ms or 0
+        self.billed_uomcu += record.cost_uomcu
         text = " ".join(texts).strip()
+        if not self.events:
+            if text:
+                await self._send({"asr_reply": text})
+            return
         if text:
-            await self._send({"asr_reply": text})
+            await self._send(final_event(utt, ended, finals, text, engine))
+        await self._send(
+            {"type": "utterance_end", "utterance": utt.index, "end": ended.end_ms / 1000, "reason": ended.reason}
+        )
+        await self._send(
+            {
+                "type": "usage",
+                "utterance": utt.index,
+                "seconds": (record.audio_ms or 0) / 1000,
+                "cost_omcu": format_omcu(record.cost_uomcu),
+                "session_seconds": self.billed_ms / 1000,
+                "session_cost_omcu": format_omcu(self.billed_uomcu),
+            }
+        )
 
     # ------------------------------------------------------------- output
 
@@ -365,6 +415,9 @@ class Connection:
             except Exception:  # the peer went away; the read loop will notice
                 log.debug("send failed on connection %s", self.id)
 
+    def _error(self, message: str) -> dict[str, object]:
+        return {"type": "error", "error": message} if self.events else {"error": message}
+
     def live_reservations(self) -> list[str]:
         """Reservations of utterances not settled yet (renewed while they run)."""
         return [t.get_name() for t in self.tasks if not t.done()]
@@ -376,7 +429,7 @@ class Connection:
         self._terminated = True
         self._closing = True
         self._close_with = error
-        await self._send(error.to_json())
+        await self._send(self._error(error.message))
         await self._close(error.close_code, error.message)
 
     def _fail(self, exc: SpeechError) -> None:
@@ -398,9 +451,18 @@ class Connection:
 
     async def _close_down(self) -> None:
         if self._close_with is not None and not self._terminated:
-            await self._send(self._close_with.to_json())
+            await self._send(self._error(self._close_with.message))
             await self._close(self._close_with.close_code, self._close_with.message)
         elif not self._disconnected:
+            if self.events and self._close_requested:
+                await self._send(
+                    {
+                        "type": "summary",
+                        "utterances": self.utterances,
+                        "seconds": self.billed_ms / 1000,
+                        "cost_omcu": format_omcu(self.billed_uomcu),
+                    }
+                )
             await self._close(CLOSE_NORMAL, "stream closed")
         log.info(
             "asr session route=%s engine=%s utterances=%d billed_ms=%d close=%s",
@@ -415,6 +477,34 @@ class Connection:
         if self.ws.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await self.ws.close(code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
+
+
+def final_event(
+    utt: Utterance, ended: SpeechEnded, finals: list[Transcript], text: str, engine: str
+) -> dict[str, object]:
+    """The rich final: the OM1 ``asr_reply`` plus times (stream seconds),
+    confidence and words where the engine gives them."""
+    confidences = [t.confidence for t in finals if t.confidence is not None]
+    words = [
+        {
+            "word": w.word,
+            "start": (utt.start_ms + w.start_ms) / 1000,
+            "end": (utt.start_ms + w.end_ms) / 1000,
+            "confidence": w.confidence,
+        }
+        for t in finals
+        for w in t.words
+    ]
+    return {
+        "type": "final",
+        "utterance": utt.index,
+        "asr_reply": text,
+        "start": ended.start_ms / 1000,
+        "end": ended.end_ms / 1000,
+        "confidence": round(sum(confidences) / len(confidences), 4) if confidences else None,
+        "words": words,
+        "engine": engine,
+    }
 
 
 async def _drain(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:

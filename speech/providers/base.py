@@ -20,6 +20,8 @@ from typing import Protocol, runtime_checkable
 class RecognitionConfig:
     language_code: str = "en-US"
     sample_rate: int = 16000
+    # Ask for interim transcripts while the utterance is still arriving.
+    interim_results: bool = False
 
 
 @dataclass(frozen=True, slots=True)

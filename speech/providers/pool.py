@@ -32,6 +32,10 @@ class InferencePool:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def has_spare_worker(self, keep_free: int = 1) -> bool:
+        """True when more than ``keep_free`` workers are idle (with one worker: when it is idle)."""
+        return self._in_flight < max(1, self.workers - keep_free)
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self._in_flight >= self.workers + self.queue:
             raise EngineOverloaded(f"{self.name} engine is overloaded; try again shortly")

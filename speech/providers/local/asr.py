@@ -8,6 +8,7 @@ inference pool, off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from speech.providers.pool import InferencePool
 from speech.settings import LocalSettings
 
 EXTRA_HINT = "install the local engines with: pip install 'speech-gateway[local]'"
+
+# Interim re-decodes: at most one per second of new audio in an utterance.
+INTERIM_EVERY_BYTES = 16000 * 2
 
 
 def default_model_dir() -> Path:
@@ -57,13 +61,50 @@ class WhisperRecognizer:
         self.description = f"faster-whisper ({label})"
 
     async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
-        chunks = [chunk async for chunk in audio]
-        pcm = b"".join(chunks)
-        if not pcm:
+        """Decode the whole utterance once it has arrived. With interim results
+        asked for, the growing utterance is also re-decoded, at most once per
+        ``INTERIM_EVERY_BYTES`` of new audio and only while the pool has a
+        worker to spare beyond one kept for finals: interim work never makes
+        another stream's final wait for more than one interim decode."""
+        buf = bytearray()
+        decoded_upto = 0
+        interim: asyncio.Task[Transcript] | None = None
+        try:
+            async for chunk in audio:
+                buf += chunk
+                if interim is not None and interim.done():
+                    result = None if interim.cancelled() or interim.exception() else interim.result()
+                    interim = None
+                    if result is not None and result.text:
+                        yield Transcript(result.text, is_final=False, confidence=result.confidence)
+                if (
+                    config.interim_results
+                    and interim is None
+                    and len(buf) - decoded_upto >= INTERIM_EVERY_BYTES
+                    and self.pool.has_spare_worker()
+                ):
+                    decoded_upto = len(buf)
+                    interim = asyncio.create_task(self.pool.run(self._decode_interim, bytes(buf)))
+        finally:
+            if interim is not None:
+                interim.cancel()
+        if not buf:
             return
-        transcript = await self.pool.run(self._decode, pcm, config.language_code)
+        transcript = await self.pool.run(self._decode, bytes(buf), config.language_code)
         if transcript.text:
             yield transcript
+
+    def _decode_interim(self, pcm: bytes) -> Transcript:
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        segments, _ = self._model.transcribe(
+            samples,
+            language="en",
+            beam_size=1,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+        )
+        return Transcript(text=" ".join(s.text.strip() for s in segments).strip(), is_final=False)
 
     def transcribe_pcm(self, pcm: bytes, language_code: str = "en-US") -> Transcript:
         """Blocking decode, for the CLI and benchmarks (never on the event loop)."""
