@@ -84,3 +84,44 @@ async def test_bad_config_options_are_reported(server: Any) -> None:
         "'events' must be true or false",
         "unknown Config option(s): colour",
     ]
+
+
+async def test_an_hour_long_session_with_pauses_ends_with_exact_usage(server: Any) -> None:
+    """One hour of stream audio, sent faster than real time: a spoken command
+    at the start of every minute, silence otherwise, and KeepAlives in the
+    pauses. Every minute is a whole number of VAD frames, so each utterance
+    forwards the same audio give or take one 30 ms frame (webrtcvad adapts
+    its noise estimate): the bill must be 60 records, each priced exactly from
+    its own milliseconds, whose sum is what the summary and the ledger say."""
+    key = await server.create_key(balance_uomcu=10_000_000_000)
+    pcm, rate = read_wav(SAMPLES / "hello_robot.wav")
+    assert rate == 16000
+    minute = pcm + b"\x00" * (60 * 32000 - len(pcm))
+    keepalive = json.dumps({"type": "KeepAlive"})
+    frames: list[str | bytes] = []
+    for _ in range(60):
+        for second in range(60):
+            frames.append(minute[second * 32000 : (second + 1) * 32000])
+            if second % 10 == 9:
+                frames.append(keepalive)
+    messages, code, _ = await stream(
+        server.ws("/api/core/google/asr", api_key=key, events="true"), frames, deadline_s=600
+    )
+    assert code == 1000
+    finals = of(messages, "final")
+    assert len(finals) == 60 and all(
+        wer(MANIFEST["hello_robot.wav"]["transcript"], f["asr_reply"]) <= 0.2 for f in finals
+    )
+    assert [round(f["start"] % 60, 3) for f in finals] == [round(finals[0]["start"] % 60, 3)] * 60
+    ledger = await server.ledger()
+    records = await ledger.usage(limit=1000)
+    await ledger.close()
+    lengths = {r.audio_ms for r in records}
+    assert len(records) == 60 and max(lengths) - min(lengths) <= 30
+    assert all(r.cost_uomcu == -(-r.audio_ms * 50_000_000 // 60_000) for r in records)
+    (summary,) = of(messages, "summary")
+    total_uomcu = sum(r.cost_uomcu for r in records)
+    assert summary["utterances"] == 60
+    assert summary["seconds"] == pytest.approx(sum(r.audio_ms for r in records) / 1000)
+    assert round(float(summary["cost_omcu"]) * 1_000_000) == total_uomcu
+    assert sum(r.received_ms for r in records) <= 3600 * 1000  # every client second counted at most once
