@@ -111,18 +111,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
-from speech.audio.encode import OutputFormat, encode, flac_format, parse_output_format
+from speech.api.synthesis import synthesize_billed
+from speech.audio.encode import OutputFormat, flac_format, parse_output_format
 from speech.errors import (
     BadRequest,
     EngineError,
     PaymentRequired,
     SpeechError,
-    UpstreamProtocolError,
 )
 from speech.metering.ledger import ApiKey, UsageIn
 from speech.metering.prices import format_omcu
 from speech.pipeline.session import AsrSession, SessionConfig, SpeechAudio, SpeechEnded, SpeechStarted
-from speech.providers.base import AudioChunk, RecognitionConfig, SynthesisRequest, Word
+from speech.providers.base import RecognitionConfig, SynthesisRequest, Word
 from speech.providers.failover import FailoverRecognizer
 
 log = logging.getLogger("speech.openai")
@@ -660,40 +660,13 @@ async def speech(request: Request) -> Response:
     _str_field(body, "instructions")
     _str_field(body, "stream_format")
     await gateway.admit(account)
-    synthesizer = gateway.require_engines().synthesizer(route)
     # Engines that encode natively get the format's ElevenLabs name; FLAC is
     # not one, so they are asked for PCM at its rate and it is encoded here.
     upstream_format = fmt.name if fmt.codec != "flac" else f"pcm_{fmt.sample_rate}"
     # OpenAI's model names mean nothing to the engines: the route is the choice.
     synth_request = SynthesisRequest(text=text, output_format=upstream_format, voice_id=voice)
-    request_id = f"openai-tts:{uuid.uuid4().hex}"
-    cost = gateway.prices.tts_cost(route, len(text))
-    granted = await gateway.reserve(request_id, account, cost)
-    if granted < cost:
-        await gateway.release(request_id)
-        raise PaymentRequired(
-            f"insufficient balance: this request costs {format_omcu(cost)} OMCU, {format_omcu(granted)} available"
-        )
-    try:
-        engine, chunks = await synthesizer.synthesize_with_engine(synth_request)
-        audio = await _audio_bytes(chunks, upstream_format, fmt)
-    except BaseException:
-        await gateway.release(request_id)
-        raise
-    upstream_chars = next((c.billed_characters for c in chunks if c.billed_characters is not None), None)
-    record, _ = await gateway.ledger.settle(
-        request_id,
-        UsageIn.tts(
-            gateway.prices,
-            idempotency_key=request_id,
-            key_id=account.key_id,
-            provider=route,
-            engine=engine,
-            characters=len(text),
-            upstream_characters=upstream_chars,
-        ),
-    )
-    assert record is not None
+    billed = await synthesize_billed(gateway, account, route, synth_request, fmt, id_prefix="openai-tts")
+    engine, audio, record = billed.engine, billed.audio, billed.record
     log.info(
         "openai speech route=%s engine=%s chars=%d format=%s cost_uomcu=%d",
         route,
@@ -717,31 +690,6 @@ async def speech(request: Request) -> Response:
 async def _stream_bytes(data: bytes) -> AsyncIterator[bytes]:
     for offset in range(0, len(data), STREAM_CHUNK_BYTES):
         yield data[offset : offset + STREAM_CHUNK_BYTES]
-
-
-async def _audio_bytes(chunks: list[AudioChunk], upstream_format: str, fmt: OutputFormat) -> bytes:
-    """The complete file: upstream bytes already in the asked format pass
-    through; raw PCM (``pcm`` at the chunk's rate, or a ``pcm_<rate>`` name)
-    is encoded off the event loop."""
-    if chunks and fmt.codec != "flac" and all(c.format == upstream_format for c in chunks):
-        return b"".join(c.data for c in chunks)
-    rates = {_pcm_rate(c) for c in chunks}
-    if None in rates:
-        raise UpstreamProtocolError(f"engine returned audio in {chunks[0].format}, not {upstream_format} or PCM")
-    if len(rates) > 1:
-        raise UpstreamProtocolError("engine returned PCM chunks at different sample rates")
-    rate = rates.pop() if rates else fmt.sample_rate
-    assert rate is not None
-    return await asyncio.to_thread(encode, b"".join(c.data for c in chunks), rate, fmt)
-
-
-def _pcm_rate(chunk: AudioChunk) -> int | None:
-    if chunk.format == "pcm":
-        return chunk.sample_rate
-    codec, _, rate = chunk.format.partition("_")
-    if codec == "pcm" and rate.isdigit():
-        return int(rate)
-    return None
 
 
 async def _read_json(request: Request) -> dict[str, Any]:

@@ -7,22 +7,19 @@ also come in the query string, as ElevenLabs takes it; the body wins.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
-from speech.audio.encode import OutputFormat, encode, parse_output_format
-from speech.errors import InvalidTtsRequest, NotFound, PaymentRequired, UpstreamProtocolError
-from speech.metering.ledger import UsageIn
-from speech.metering.prices import format_omcu
-from speech.providers.base import AudioChunk, SynthesisRequest
+from speech.api.synthesis import synthesize_billed
+from speech.audio.encode import parse_output_format
+from speech.errors import InvalidTtsRequest, NotFound
+from speech.providers.base import SynthesisRequest
 
 log = logging.getLogger("speech.tts")
 
@@ -44,7 +41,6 @@ async def tts(request: Request) -> JSONResponse:
         raise InvalidTtsRequest("'voice_settings' must be a JSON object")
     caller_key = _opt_str(body, "elevenlabs_api_key") or None
     await gateway.admit(account)
-    synthesizer = gateway.require_engines().synthesizer(route)
     synth_request = SynthesisRequest(
         text=text,
         output_format=fmt.name,
@@ -54,70 +50,13 @@ async def tts(request: Request) -> JSONResponse:
         voice_settings=voice_settings,
         caller_api_key=caller_key,
     )
-    # The price is known before any work: hold all of it, or refuse.
-    request_id = f"tts:{uuid.uuid4().hex}"
-    cost = gateway.prices.tts_cost(route, len(text))
-    granted = await gateway.reserve(request_id, account, cost)
-    if granted < cost:
-        await gateway.release(request_id)
-        raise PaymentRequired(
-            f"insufficient balance: this request costs {format_omcu(cost)} OMCU, {format_omcu(granted)} available"
-        )
-    try:
-        engine, chunks = await synthesizer.synthesize_with_engine(synth_request)
-        audio = await _to_format(chunks, fmt)
-    except BaseException:
-        await gateway.release(request_id)
-        raise
-    upstream_chars = next((c.billed_characters for c in chunks if c.billed_characters is not None), None)
-    # The caller's own ElevenLabs key pays ElevenLabs; we charge only our fee.
-    fee = None
-    if caller_key and engine == "elevenlabs":
-        fee = int(gateway.settings.elevenlabs.caller_key_fee_per_million_chars * 1_000_000)
-    record, _ = await gateway.ledger.settle(
-        request_id,
-        UsageIn.tts(
-            gateway.prices,
-            idempotency_key=request_id,
-            key_id=account.key_id,
-            provider=route,
-            engine=engine,
-            characters=len(text),
-            unit_price_uomcu=fee,
-            upstream_characters=upstream_chars,
-        ),
-    )
-    assert record is not None
-    log.info(
-        "tts route=%s engine=%s chars=%d format=%s cost_uomcu=%d",
-        route,
-        engine,
-        len(text),
-        fmt.name,
-        record.cost_uomcu,
-    )
+    billed = await synthesize_billed(gateway, account, route, synth_request, fmt)
+    cost = billed.record.cost_uomcu
+    log.info("tts route=%s engine=%s chars=%d format=%s cost_uomcu=%d", route, billed.engine, len(text), fmt.name, cost)
     return JSONResponse(
-        {"response": base64.b64encode(audio).decode("ascii"), "content_type": fmt.content_type},
-        headers={
-            "x-usage-characters": str(len(text)),
-            "x-usage-cost-uomcu": str(record.cost_uomcu),
-            "x-engine": engine,
-        },
+        {"response": base64.b64encode(billed.audio).decode("ascii"), "content_type": fmt.content_type},
+        headers={"x-usage-characters": str(len(text)), "x-usage-cost-uomcu": str(cost), "x-engine": billed.engine},
     )
-
-
-async def _to_format(chunks: list[AudioChunk], fmt: OutputFormat) -> bytes:
-    """The complete file: upstream bytes already in the asked format pass
-    through; raw PCM is encoded (off the event loop)."""
-    if chunks and all(c.format == fmt.name for c in chunks):
-        return b"".join(c.data for c in chunks)
-    pcm_chunks = [c for c in chunks if c.format == "pcm"]
-    if len(pcm_chunks) != len(chunks):
-        raise UpstreamProtocolError(f"engine returned audio in {chunks[0].format}, not {fmt.name} or PCM")
-    rate = pcm_chunks[0].sample_rate if pcm_chunks else 22050
-    if any(c.sample_rate != rate for c in pcm_chunks):
-        raise UpstreamProtocolError("engine returned PCM chunks at different sample rates")
-    return await asyncio.to_thread(encode, b"".join(c.data for c in pcm_chunks), rate, fmt)
 
 
 async def _read_json(request: Request) -> dict:
