@@ -185,9 +185,9 @@ class Connection:
                 while not self._closing:
                     idle_deadline = last_activity + limits.idle_timeout_s
                     try:
-                        message = await asyncio.wait_for(
-                            self.ws.receive(), max(0.0, min(idle_deadline, session_deadline) - loop.time())
-                        )
+                        # A deadline, not wait_for: no extra task per frame.
+                        async with asyncio.timeout_at(min(idle_deadline, session_deadline)):
+                            message = await self.ws.receive()
                     except TimeoutError:
                         if loop.time() >= session_deadline:
                             self._fail(SessionTooLong(f"session reached its maximum of {limits.max_session_s:g} s"))

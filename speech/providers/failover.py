@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from speech.errors import SpeechError
 from speech.providers.base import (
@@ -168,10 +169,12 @@ class _Replay:
                 await self._pump
 
 
-class FailoverRecognizer:
-    kind = "asr"
+class _Chain:
+    """What both chains share: the engines in order, and what a failure does."""
 
-    def __init__(self, route: str, chain: Sequence[Recognizer], health: EngineHealth) -> None:
+    kind = ""
+
+    def __init__(self, route: str, chain: Sequence[Any], health: EngineHealth) -> None:
         if not chain:
             raise ValueError("an engine chain needs at least one engine")
         self.route = route
@@ -180,6 +183,21 @@ class FailoverRecognizer:
         self.health = health
         self.name = self.names[0]
         self.description = " -> ".join(f"{e.name} [{e.description}]" for e in chain)
+
+    def _failed(self, name: str, exc: SpeechError, *, record: bool = True) -> None:
+        """Note the failure; re-raise a permanent one, log a retryable one."""
+        if record:
+            self.health.failed(f"{self.kind}:{name}", exc)
+        if not exc.retryable:
+            raise exc
+        log.warning("%s route %s: engine %s failed (%s); trying the next", self.kind, self.route, name, exc)
+
+
+class FailoverRecognizer(_Chain):
+    kind = "asr"
+
+    def __init__(self, route: str, chain: Sequence[Recognizer], health: EngineHealth) -> None:
+        super().__init__(route, chain, health)
 
     async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
         replay = _Replay(audio)
@@ -202,10 +220,7 @@ class FailoverRecognizer:
                     else:
                         yield stamped
             except SpeechError as exc:
-                self.health.failed(f"{self.kind}:{name}", exc)
-                if not exc.retryable:
-                    raise
-                log.warning("%s route %s: engine %s failed (%s); trying the next", self.kind, self.route, name, exc)
+                self._failed(name, exc)
                 last = exc
                 continue
             self.health.succeeded(f"{self.kind}:{name}")
@@ -219,7 +234,7 @@ class FailoverRecognizer:
         raise last
 
 
-class FailoverSynthesizer:
+class FailoverSynthesizer(_Chain):
     """TTS chain. Audio is collected per engine and released once the engine
     has finished, so a failure half-way through falls over to the next engine
     instead of delivering a truncated file."""
@@ -227,14 +242,7 @@ class FailoverSynthesizer:
     kind = "tts"
 
     def __init__(self, route: str, chain: Sequence[Synthesizer], health: EngineHealth) -> None:
-        if not chain:
-            raise ValueError("an engine chain needs at least one engine")
-        self.route = route
-        self.chain = {e.name: e for e in chain}
-        self.names = [e.name for e in chain]
-        self.health = health
-        self.name = self.names[0]
-        self.description = " -> ".join(f"{e.name} [{e.description}]" for e in chain)
+        super().__init__(route, chain, health)
 
     async def synthesize_with_engine(self, request: SynthesisRequest) -> tuple[str, list[AudioChunk]]:
         """(the engine that answered, its complete audio)."""
@@ -245,11 +253,7 @@ class FailoverSynthesizer:
             try:
                 chunks = [chunk async for chunk in engine.synthesize(request)]
             except SpeechError as exc:
-                if not caller_owned:
-                    self.health.failed(f"{self.kind}:{name}", exc)
-                if not exc.retryable:
-                    raise
-                log.warning("%s route %s: engine %s failed (%s); trying the next", self.kind, self.route, name, exc)
+                self._failed(name, exc, record=not caller_owned)
                 last = exc
                 continue
             self.health.succeeded(f"{self.kind}:{name}")
