@@ -223,6 +223,15 @@ def _tts_formats() -> dict[str, str]:
 @dataclass(frozen=True)
 class TtsSettings:
     default_format: dict[str, str] = field(default_factory=_tts_formats)
+    # Streamed TTS synthesizes sentence by sentence; a run-on sentence is cut
+    # (at a clause mark or space) once it is this long.
+    segment_max_chars: int = field(default=300, metadata=_rng(16, 5000))
+    # Websocket stream-input: text received but not yet synthesized, beyond
+    # which the gateway stops reading the socket (backpressure).
+    stream_max_pending_chars: int = field(default=2000, metadata=_rng(100, 1_000_000))
+    # Websocket stream-input: closed (4408) after this long with no text while
+    # nothing is being synthesized (ElevenLabs' default is 20 s).
+    stream_idle_timeout_s: float = field(default=20.0, metadata=_rng(1, 3600))
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def create_app(
         Route("/api/admin/keys/{key_id}/revoke", accounts.admin_revoke_key, methods=["POST"]),
         Route("/api/admin/usage", accounts.admin_usage, methods=["GET"]),
         Route("/api/core/{provider}/tts", tts_http.tts, methods=["POST"]),
+        Route("/api/core/{provider}/tts/stream", tts_http.tts_stream, methods=["POST"]),
         Route("/v1/audio/transcriptions", openai_audio.transcriptions, methods=["POST"]),
         Route("/v1/audio/speech", openai_audio.speech, methods=["POST"]),
         WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),

@@ -3,6 +3,11 @@
 Body ``{"text", "voice_id"?, "model_id"?, "output_format"?, ...}``; reply
 ``{"response": base64 audio, "content_type": "..."}``. ``output_format`` may
 also come in the query string, as ElevenLabs takes it; the body wins.
+
+Streaming: ``POST /api/core/{provider}/tts/stream``, or ``"stream": true`` in
+the body, answers with the audio bytes themselves (``content-type`` of the
+format, chunked), sentence by sentence as they are synthesized; see
+:mod:`speech.api.tts_stream`.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import json
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
 from speech.api.synthesis import synthesize_billed
+from speech.api.tts_stream import streamed_response
 from speech.audio.encode import parse_output_format
 from speech.errors import InvalidTtsRequest, NotFound
 from speech.providers.base import SynthesisRequest
@@ -26,7 +32,11 @@ log = logging.getLogger("speech.tts")
 MAX_BODY_BYTES = 1024 * 1024
 
 
-async def tts(request: Request) -> JSONResponse:
+async def tts_stream(request: Request) -> Response:
+    return await tts(request, stream=True)
+
+
+async def tts(request: Request, *, stream: bool = False) -> Response:
     gateway: Gateway = request.app.state.gateway
     route = request.path_params["provider"]
     if route not in gateway.settings.routes.tts:
@@ -40,6 +50,9 @@ async def tts(request: Request) -> JSONResponse:
     if voice_settings is not None and not isinstance(voice_settings, dict):
         raise InvalidTtsRequest("'voice_settings' must be a JSON object")
     caller_key = _opt_str(body, "elevenlabs_api_key") or None
+    wants_stream = body.get("stream", False)
+    if not isinstance(wants_stream, bool):
+        raise InvalidTtsRequest("'stream' must be true or false")
     await gateway.admit(account)
     synth_request = SynthesisRequest(
         text=text,
@@ -50,6 +63,10 @@ async def tts(request: Request) -> JSONResponse:
         voice_settings=voice_settings,
         caller_api_key=caller_key,
     )
+    if stream or wants_stream:
+        return await streamed_response(
+            gateway, account, route, synth_request, fmt, media_type=fmt.content_type, headers={"x-route": route}
+        )
     billed = await synthesize_billed(gateway, account, route, synth_request, fmt)
     cost = billed.record.cost_uomcu
     log.info("tts route=%s engine=%s chars=%d format=%s cost_uomcu=%d", route, billed.engine, len(text), fmt.name, cost)

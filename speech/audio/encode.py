@@ -42,7 +42,7 @@ import numpy as np
 from speech.audio.resample import array_to_pcm16, pcm16_to_array, resample
 from speech.errors import UnsupportedOutputFormat
 
-__all__ = ["SUPPORTED_FORMATS", "OutputFormat", "encode", "flac_format", "parse_output_format"]
+__all__ = ["SUPPORTED_FORMATS", "OutputFormat", "encode", "flac_format", "parse_output_format", "wav_header"]
 
 
 @dataclass(frozen=True)
@@ -154,14 +154,27 @@ def encode(pcm: bytes, rate: int, fmt: OutputFormat) -> bytes:
 
 def _wav(data: bytes, rate: int, *, format_tag: int, bits: int) -> bytes:
     """A mono RIFF/WAVE file. Non-PCM tags get the 18-byte ``fmt`` and a ``fact`` chunk."""
+    return wav_header(rate, format_tag=format_tag, bits=bits, data_len=len(data)) + data + b"\0" * (len(data) % 2)
+
+
+def wav_header(rate: int, *, format_tag: int, bits: int, data_len: int | None) -> bytes:
+    """The RIFF/WAVE header up to the ``data`` chunk's size field.
+
+    ``data_len=None`` writes a *streaming* header whose RIFF and data sizes are
+    0xFFFFFFFF ("until the end of the stream"), as streaming servers do when
+    the length is not known yet; ffmpeg, browsers and Python's ``wave`` read it.
+    """
     block_align = bits // 8
     fmt_body = struct.pack("<HHIIHH", format_tag, 1, rate, rate * block_align, block_align, bits)
     chunks = [b"fmt ", struct.pack("<I", len(fmt_body) + (2 if format_tag != 1 else 0)), fmt_body]
     if format_tag != 1:
-        chunks += [struct.pack("<H", 0), b"fact", struct.pack("<II", 4, len(data) // block_align)]
-    chunks += [b"data", struct.pack("<I", len(data)), data, b"\0" * (len(data) % 2)]
-    body = b"WAVE" + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body)) + body
+        frames = 0xFFFFFFFF if data_len is None else data_len // block_align
+        chunks += [struct.pack("<H", 0), b"fact", struct.pack("<II", 4, frames)]
+    size = 0xFFFFFFFF if data_len is None else data_len
+    chunks += [b"data", struct.pack("<I", size)]
+    body_len = 4 + sum(len(c) for c in chunks) + (0 if data_len is None else data_len + data_len % 2)
+    riff = 0xFFFFFFFF if data_len is None else body_len
+    return b"RIFF" + struct.pack("<I", riff) + b"WAVE" + b"".join(chunks)
 
 
 # --- G.711 (ITU-T G.711, bit-exact with the G.191 reference implementation) --

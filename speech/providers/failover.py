@@ -261,6 +261,35 @@ class FailoverSynthesizer(_Chain):
         assert last is not None
         raise last
 
+    async def stream(self, request: SynthesisRequest) -> AsyncIterator[tuple[str, AudioChunk]]:
+        """(engine, chunk) pairs as the engine produces them, for streamed TTS.
+
+        An engine failing before its first chunk falls over to the next one;
+        once audio has been handed on, a failure is raised as it is (the
+        listener already has part of this engine's audio, and replaying the
+        text on another voice would repeat it)."""
+        last: SpeechError | None = None
+        for name in self.health.order(self.kind, self.names):
+            engine = self.chain[name]
+            caller_owned = bool(request.caller_api_key) and getattr(engine, "uses_caller_key", False)
+            started = False
+            try:
+                async for chunk in engine.synthesize(request):
+                    started = True
+                    yield name, chunk
+            except SpeechError as exc:
+                if started:
+                    if not caller_owned:
+                        self.health.failed(f"{self.kind}:{name}", exc)
+                    raise
+                self._failed(name, exc, record=not caller_owned)
+                last = exc
+                continue
+            self.health.succeeded(f"{self.kind}:{name}")
+            return
+        assert last is not None
+        raise last
+
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk]:
         _, chunks = await self.synthesize_with_engine(request)
         for chunk in chunks:

@@ -253,3 +253,31 @@ async def test_a_cancelled_reader_never_cancels_the_live_source() -> None:
     await feeder
     assert out == [Transcript("b heard 1000", engine="b")]
     assert b"".join(b.heard) == b"".join(CHUNKS)
+
+
+async def test_tts_stream_falls_over_before_the_first_chunk() -> None:
+    health = EngineHealth(30)
+    rec = FailoverSynthesizer("elevenlabs", [ScriptedSynth("a", fail_after=0), ScriptedSynth("b")], health)
+    out = [(name, c.data) async for name, c in rec.stream(SynthesisRequest("hi"))]
+    assert out == [("b", b"bb")] * 3
+    assert health.snapshot()["tts:a"]["state"] == "cooling_down"
+
+
+async def test_tts_stream_failure_after_audio_left_is_raised_not_replayed() -> None:
+    health = EngineHealth(30)
+    rec = FailoverSynthesizer("elevenlabs", [ScriptedSynth("a", fail_after=2), ScriptedSynth("b")], health)
+    got: list[tuple[str, bytes]] = []
+    with pytest.raises(UpstreamUnavailable):
+        async for name, chunk in rec.stream(SynthesisRequest("hi")):
+            got.append((name, chunk.data))
+    assert got == [("a", b"aa")] * 2  # nothing from b: the listener would hear the start twice
+    assert health.snapshot()["tts:a"]["state"] == "cooling_down"
+    # The next stream starts on b.
+    assert [n async for n, _ in rec.stream(SynthesisRequest("hi"))] == ["b"] * 3
+
+
+async def test_tts_stream_permanent_failure_is_raised() -> None:
+    err = UpstreamAuthError("a rejected the gateway's credentials")
+    rec = FailoverSynthesizer("elevenlabs", [ScriptedSynth("a", 0, err), ScriptedSynth("b")], EngineHealth(30))
+    with pytest.raises(UpstreamAuthError):
+        [x async for x in rec.stream(SynthesisRequest("hi"))]
