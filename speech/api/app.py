@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from speech.api import account, accounts, asr_ws, openai_audio, tts_http
+from speech.api import account, accounts, asr_ws, openai_audio, tts_http, tts_ws
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
 from speech.api.streams import StreamRegistry
@@ -93,6 +93,7 @@ def create_app(
         Route("/v1/audio/transcriptions", openai_audio.transcriptions, methods=["POST"]),
         Route("/v1/audio/speech", openai_audio.speech, methods=["POST"]),
         WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),
+        WebSocketRoute("/api/core/{provider}/tts/stream-input", tts_ws.tts_ws_endpoint),
         WebSocketRoute("/", asr_ws.asr_endpoint),
     ]
     return Starlette(

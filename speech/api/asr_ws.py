@@ -37,7 +37,6 @@ from speech.errors import (
     EngineError,
     IdleTimeout,
     InvalidFrame,
-    LimitExceeded,
     NotFound,
     SessionTooLong,
     SpeechError,
@@ -230,15 +229,7 @@ class Connection:
         self.recognizer = gateway.require_engines().recognizer(self.route)
         await gateway.admit(key)
         await gateway.require_balance(key)
-        if key.max_streams is not None:
-            lease = f"lease:{self.id}"
-            limits = gateway.settings.limits
-            replica = gateway.streams.replica_id if gateway.streams is not None else ""
-            if not await gateway.ledger.acquire_stream(
-                lease, key_id=key.key_id, max_streams=key.max_streams, ttl_s=limits.stream_lease_ttl_s, replica=replica
-            ):
-                raise LimitExceeded(f"too many concurrent streams: this API key allows {key.max_streams}")
-            self.lease_id = lease
+        self.lease_id = await gateway.acquire_stream(key, self.id)
         self.session = AsrSession(config)
         return self.session
 

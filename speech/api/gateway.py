@@ -59,6 +59,20 @@ class Gateway:
         if not allowed:
             raise LimitExceeded(f"rate limit: this API key allows {key.rpm} requests per minute")
 
+    async def acquire_stream(self, key: ApiKey, stream_id: str) -> str | None:
+        """A concurrent-stream lease for a key with ``max_streams`` (its id),
+        None for keys without the limit; LimitExceeded when all are taken."""
+        if key.max_streams is None:
+            return None
+        lease = f"lease:{stream_id}"
+        limits = self.settings.limits
+        replica = self.streams.replica_id if self.streams is not None else ""
+        if not await self.ledger.acquire_stream(
+            lease, key_id=key.key_id, max_streams=key.max_streams, ttl_s=limits.stream_lease_ttl_s, replica=replica
+        ):
+            raise LimitExceeded(f"too many concurrent streams: this API key allows {key.max_streams}")
+        return lease
+
     async def reserve(self, reservation_id: str, key: ApiKey, want_uomcu: int) -> int:
         """Hold credit before work is forwarded (PaymentRequired if none is available)."""
         return await self.ledger.reserve(

@@ -79,12 +79,12 @@ Speech (JSON)
 * ``speed`` (0.25 to 4.0) is validated and otherwise ignored; ``instructions``
   and ``stream_format`` are ignored (the reply is always the audio bytes).
 
-Billing is exactly the TTS endpoint's: the whole cost (characters of
+The reply streams sentence by sentence (:mod:`speech.api.tts_stream`), as
+OpenAI's does: chunked, no ``content-length``; ``wav`` carries a streaming
+header. Billing is the streamed TTS endpoint's: the whole cost (characters of
 ``input`` at the route's price) is reserved up front or the request gets 402,
-and settled in one usage record (``openai-tts:<request id>``) before the
-audio leaves. The reply is a ``StreamingResponse`` of the file's bytes; for
-now the audio is synthesized completely before the first byte is sent
-(true per-sentence streaming is being designed separately).
+and one usage record (``openai-tts:<request id>``) bills the sentences that
+were synthesized, all of ``input`` when the stream completes.
 
 Every reply carries ``x-usage-cost-uomcu`` and ``x-engine`` headers, plus
 ``x-usage-audio-ms`` (transcriptions) or ``x-usage-characters`` (speech).
@@ -107,11 +107,11 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
-from speech.api.synthesis import synthesize_billed
+from speech.api.tts_stream import streamed_response
 from speech.audio.encode import OutputFormat, flac_format, parse_output_format
 from speech.errors import (
     BadRequest,
@@ -138,7 +138,6 @@ PIPELINE_RATE = 16000
 BYTES_PER_MS = PIPELINE_RATE * 2 // 1000
 FEED_BYTES = PIPELINE_RATE * 2  # one second of audio per session feed
 RECOGNIZE_CHUNK_BYTES = 200 * BYTES_PER_MS  # what one streaming frame carries
-STREAM_CHUNK_BYTES = 64 * 1024
 
 DEFAULT_ROUTE = "local"
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
@@ -660,36 +659,14 @@ async def speech(request: Request) -> Response:
     _str_field(body, "instructions")
     _str_field(body, "stream_format")
     await gateway.admit(account)
-    # Engines that encode natively get the format's ElevenLabs name; FLAC is
-    # not one, so they are asked for PCM at its rate and it is encoded here.
-    upstream_format = fmt.name if fmt.codec != "flac" else f"pcm_{fmt.sample_rate}"
     # OpenAI's model names mean nothing to the engines: the route is the choice.
-    synth_request = SynthesisRequest(text=text, output_format=upstream_format, voice_id=voice)
-    billed = await synthesize_billed(gateway, account, route, synth_request, fmt, id_prefix="openai-tts")
-    engine, audio, record = billed.engine, billed.audio, billed.record
-    log.info(
-        "openai speech route=%s engine=%s chars=%d format=%s cost_uomcu=%d",
-        route,
-        engine,
-        len(text),
-        fmt_name,
-        record.cost_uomcu,
+    # (Which format the engines are asked for is the streamer's choice: the
+    # format itself where streams concatenate, PCM to be encoded here otherwise.)
+    synth_request = SynthesisRequest(text=text, output_format=fmt.name, voice_id=voice)
+    # Streamed sentence by sentence, as OpenAI streams its speech.
+    return await streamed_response(
+        gateway, account, route, synth_request, fmt, media_type=content_type, id_prefix="openai-tts"
     )
-    return StreamingResponse(
-        _stream_bytes(audio),
-        media_type=content_type,
-        headers={
-            "content-length": str(len(audio)),
-            "x-usage-characters": str(len(text)),
-            "x-usage-cost-uomcu": str(record.cost_uomcu),
-            "x-engine": engine,
-        },
-    )
-
-
-async def _stream_bytes(data: bytes) -> AsyncIterator[bytes]:
-    for offset in range(0, len(data), STREAM_CHUNK_BYTES):
-        yield data[offset : offset + STREAM_CHUNK_BYTES]
 
 
 async def _read_json(request: Request) -> dict[str, Any]:

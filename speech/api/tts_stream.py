@@ -88,6 +88,9 @@ class SegmentSynthesizer:
             data = await asyncio.to_thread(self.encoder.push_chunk, chunk.data, chunk.format, chunk.sample_rate)
             if data:
                 yield data
+        tail = self.encoder.end_segment()
+        if tail:
+            yield tail
 
     async def finish(self) -> bytes:
         return await asyncio.to_thread(self.encoder.finish)
@@ -233,8 +236,11 @@ async def streamed_response(
             await body.aclose()
 
     out_headers = {
+        # What the whole text costs; a stream cut short bills less (see above).
         "x-usage-characters": str(len(request.text)),
         "x-usage-cost-uomcu": str(cost),
+        # The engine of the first sentence (later ones may fail over).
+        "x-engine": job.synth.engine or job.synth.chain.name,
         "cache-control": "no-store",
         **(headers or {}),
     }

@@ -136,6 +136,18 @@ class StreamEncoder:
         out.append(self._encode(samples))
         return b"".join(out)
 
+    def end_segment(self) -> bytes:
+        """The end of one engine answer: flush the resampler so all of its
+        audio leaves now (the next answer starts a fresh filter; answers are
+        unrelated audio, so nothing should smear across the join). A codec
+        may still hold back up to one frame (MP3: 1,152 samples), which
+        leaves with the next audio or at :meth:`finish`."""
+        if self._finished:
+            raise RuntimeError("end_segment after finish")
+        out = self._encode(self._flush_resampler())
+        self._odd = b""
+        return out
+
     def finish(self) -> bytes:
         """Flush the resampler and the codec; return the stream's last bytes."""
         if self._finished:

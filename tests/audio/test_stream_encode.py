@@ -171,3 +171,13 @@ def test_mp3_segments_passed_through_lose_their_id3_tag_after_the_first() -> Non
     enc.new_segment()
     assert enc.push_chunk(b"I", fmt.name, 44100) == b""
     assert enc.push_chunk(b"Dx\xff\xfb", fmt.name, 44100) == b"IDx\xff\xfb"
+
+
+def test_end_segment_releases_all_of_a_segments_samples() -> None:
+    enc = StreamEncoder(parse_output_format("pcm_16000"))
+    out = enc.push(_sine(22050, 1.0), 22050)
+    assert len(out) < 32000  # the resampler holds back its filter delay...
+    out += enc.end_segment()
+    assert abs(len(out) - 32000) <= 4  # ...until the segment ends
+    out += enc.push(_sine(22050, 1.0), 22050) + enc.end_segment() + enc.finish()
+    assert abs(len(out) - 64000) <= 8
