@@ -233,7 +233,7 @@ def test_overrides_by_section_table() -> None:
 
 def test_unknown_section() -> None:
     message = config_error(r"unknown setting 'nope'", environ={"SPEECH_NOPE__X": "1"})
-    sections = "admin, elevenlabs, failover, google, limits, local, prices, riva, routes, server, tts, vad"
+    sections = "admin, elevenlabs, failover, google, limits, llm, local, prices, riva, routes, server, tts, vad"
     assert f"known here: {sections}" in message
 
 
