@@ -86,9 +86,10 @@ class ChatRelay:
         cls, settings: LlmSettings, prices: PriceTable, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> ChatRelay:
         """Validate the ``[llm]`` settings (ConfigError) and warn about every
-        default model prefix that has no price (its models are refused)."""
+        model prefix of a provider with a key that has no price (its models
+        are refused)."""
         providers = ProviderTable.from_settings(settings)
-        for name, prefix in providers.unpriced(prices):
+        for name, prefix in providers.unpriced(prices, usable_only=True):
             log.warning(
                 "LLM model prefix %r of %s has no price: its models are refused until "
                 "prices.llm_input_per_million_tokens and prices.llm_output_per_million_tokens price them",

@@ -92,13 +92,14 @@ class ProviderTable:
         except KeyError:
             raise NotFound(f"unsupported model provider: {name}") from None
 
-    def unpriced(self, prices: PriceTable) -> list[tuple[str, str]]:
+    def unpriced(self, prices: PriceTable, *, usable_only: bool = False) -> list[tuple[str, str]]:
         """(provider, prefix) pairs of paid providers whose prefix has no price:
-        models there are refused until the operator prices them."""
+        models there are refused until the operator prices them.
+        ``usable_only``: only providers that have their key (or need none)."""
         return [
             (p.name, prefix)
             for p in self.providers.values()
-            if not p.free
+            if not p.free and (not usable_only or p.api_key or not p.key_required)
             for prefix in p.model_prefixes
             if prices.llm_unit_prices(prefix) is None
         ]

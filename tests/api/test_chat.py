@@ -147,6 +147,26 @@ async def test_a_client_that_disconnects_cancels_the_upstream_and_pays_what_was_
     assert record.cost_uomcu == cost and await money(gateway, key) == (BALANCE - cost,) * 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_before_the_answer_begins_cancels_the_upstream(
+    gateway: Any, fake_llm: Any, stream: bool
+) -> None:
+    key = await gateway.create_key(balance_uomcu=BALANCE)
+    fake_llm.fault = "stall_headers"
+    async with httpx.AsyncClient(base_url=gateway.http, timeout=0.5) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await post(client, body(stream=stream), key=key)
+    assert await asyncio.to_thread(fake_llm.disconnected.wait, 10), "the upstream request was not cancelled"
+    for _ in range(200):
+        records = await usage(gateway)
+        if records:
+            break
+        await asyncio.sleep(0.02)
+    (record,) = records  # the prompt went upstream: its estimate is billed, nothing else
+    assert (record.input_tokens, record.output_tokens, record.estimated) == (input_tokens(body()), 0, True)
+    assert await money(gateway, key) == (BALANCE - record.cost_uomcu,) * 2
+
+
 async def test_usage_api_filters_and_exports_llm_records(gateway: Any, http: Any, fake_llm: Any) -> None:
     key = await gateway.create_key(balance_uomcu=BALANCE)
     assert (await post(http, body(), key=key)).status_code == 200

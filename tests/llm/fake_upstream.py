@@ -18,7 +18,8 @@ Faults, reset by :meth:`FakeLLM.reset`:
 * :meth:`fail_with` - a canned status, body and headers for every request;
 * ``drop_next = n`` - the next n requests get their status line and headers,
   then the connection is cut before any body;
-* ``fault = "stall_headers"`` - answer nothing until :attr:`release` is set;
+* ``fault = "stall_headers"`` - answer nothing until :attr:`release` is set
+  (:attr:`disconnected` is set if the gateway closes the connection meanwhile);
 * ``fault = "hold"`` - stream the first word's chunk, then hold the rest until
   :attr:`release` is set (:attr:`first_sent`, :attr:`finished` and
   :attr:`disconnected` tell the test what happened, the last one when the
@@ -166,7 +167,8 @@ class FakeLLM:
             streaming = isinstance(payload, dict) and payload.get("stream")
             return StreamingResponse(_drop(), media_type="text/event-stream" if streaming else "application/json")
         if self.fault == "stall_headers":
-            await _wait(release)
+            if not await _wait(release, request):
+                self.disconnected.set()
             return Response(b"", status_code=500)
         if self._canned is not None:
             status, body, headers = self._canned
@@ -254,11 +256,16 @@ async def _drop() -> Any:
     yield b""  # pragma: no cover - makes this an async generator
 
 
-async def _wait(event: threading.Event) -> None:
+async def _wait(event: threading.Event, request: Request | None = None) -> bool:
+    """Until ``event`` is set (True), or the client of ``request`` has gone
+    (False). ``event`` is a threading.Event set from the test's own thread
+    and loop, so it cannot be awaited here."""
     deadline = time.monotonic() + HOLD_LIMIT_S
-    # A threading.Event, set from the test's own thread and loop: it cannot be awaited here.
-    while not event.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
+    while not event.is_set() and time.monotonic() < deadline:
+        if request is not None and await request.is_disconnected():
+            return False
         await asyncio.sleep(0.01)
+    return True
 
 
 class FlakyFront:
