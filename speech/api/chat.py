@@ -157,6 +157,7 @@ async def chat_completions(request: Request) -> Response:
         units=units,
         free=provider.free,
         input_estimate=estimate.input_tokens(chat.body),
+        max_life_s=relay.settings.total_timeout_s,
     )
     await bill.reserve(chat.max_output_tokens or relay.settings.default_max_tokens)
     describe = f"chat {bill.id} provider={provider.name} model={chat.model!r}"

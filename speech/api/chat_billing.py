@@ -6,8 +6,9 @@
   model's prices. Less credit than that available is a 402 naming both
   amounts, and nothing goes upstream.
 * **Keep alive**: a long generation renews its reservation every third of
-  ``limits.reservation_ttl_s``, so it keeps holding credit for as long as it
-  runs, while a killed gateway's reservations still lapse after the TTL.
+  ``limits.reservation_ttl_s`` (for at most ``llm.total_timeout_s``), so it
+  keeps holding credit for as long as it runs, while a killed gateway's
+  reservations still lapse after the TTL.
 * **Settle** once, in the transaction that writes the usage record (the
   idempotency key is the request id, ``llm:<hex>``): the upstream's
   ``usage`` counts, or the estimate where it reported none, marked
@@ -45,6 +46,7 @@ class ChatBill:
         units: tuple[int, int],
         free: bool,
         input_estimate: int,
+        max_life_s: float,
     ) -> None:
         self.id = f"llm:{uuid.uuid4().hex}"
         self._gateway = gateway
@@ -54,6 +56,7 @@ class ChatBill:
         self._units = units
         self._free = free
         self.input_estimate = input_estimate
+        self._max_life_s = max_life_s
         self._renewal: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -76,8 +79,11 @@ class ChatBill:
         return want
 
     async def _renew(self) -> None:
+        # Bounded by the longest a request may live, so a bill that is somehow
+        # never closed stops holding credit one TTL after that.
         ttl = self._gateway.settings.limits.reservation_ttl_s
-        while True:
+        stop = asyncio.get_running_loop().time() + self._max_life_s
+        while asyncio.get_running_loop().time() + ttl / 3 < stop:
             await asyncio.sleep(ttl / 3)
             try:
                 await self._gateway.ledger.renew([self.id], ttl)

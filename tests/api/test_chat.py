@@ -235,3 +235,17 @@ async def test_ollama_needs_no_key_and_is_free(make_gateway: Any, fake_llm: Any)
         0,
     )
     assert await money(srv, key) == (1, 1)
+
+
+async def test_stream_usage_can_be_turned_off_for_an_upstream_that_refuses_the_option(
+    make_gateway: Any, fake_llm: Any
+) -> None:
+    srv = make_gateway({"llm.openai.stream_usage": False})
+    key = await srv.create_key(balance_uomcu=BALANCE)
+    raw = json.dumps(body(stream=True)).encode()
+    async with httpx.AsyncClient(base_url=srv.http, timeout=30) as client:
+        r = await post(client, raw, key=key)
+    assert r.status_code == 200 and sse_events(r.text)[-1] == "[DONE]"
+    assert fake_llm.requests[-1].raw == raw  # sent exactly as the client sent it
+    (record,) = await usage(srv)
+    assert record.estimated and record.input_tokens == input_tokens(body())
