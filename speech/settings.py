@@ -466,10 +466,6 @@ class LlmSettings:
         default_factory=_provider("http://127.0.0.1:11434/v1", "llama3.2", "mistral", "phi3", local=True)
     )
 
-    def provider(self, name: str) -> LlmProviderSettings | None:
-        """The provider's settings, ``None`` for a name that is not one."""
-        return getattr(self, name) if name in LLM_PROVIDERS else None
-
 
 @dataclass(frozen=True)
 class Settings:

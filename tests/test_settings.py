@@ -412,7 +412,6 @@ def test_llm_defaults() -> None:
     assert llm.openai.base_url == "https://api.openai.com/v1" and not llm.openai.api_key
     assert llm.gemini.model_prefixes[:2] == ("gemini-3.5-flash", "gemini-3.1-pro-preview")
     assert llm.ollama.free and not llm.ollama.key_required
-    assert llm.provider("xai") is llm.xai and llm.provider("nope") is None
 
 
 def test_llm_provider_tables_keep_their_own_defaults(tmp_path: Path) -> None:
