@@ -15,6 +15,7 @@ Tree::
     │   ├── InvalidFrame             400  one bad websocket frame, session goes on
     │   │   └── FrameTooLarge        400  frame over the size cap
     │   ├── InvalidTtsRequest        400  bad TTS body (text, format, JSON)
+    │   ├── InvalidChatRequest       400  bad chat-completions body (JSON, model, messages, max_tokens)
     │   └── UnsupportedOutputFormat  400  output_format not known
     ├── AuthError                    401  missing, unknown or revoked key
     ├── PaymentRequired              402  balance exhausted
@@ -25,13 +26,16 @@ Tree::
     ├── EngineError                  503  an engine failed
     │   ├── EngineUnavailable        503  not loaded / cannot be reached, retryable
     │   │   ├── UpstreamUnavailable  503  connect refused, UNAVAILABLE, 5xx, stream dropped
+    │   │   │   └── UpstreamServerError  502  the LLM upstream answered 5xx
     │   │   ├── UpstreamTimeout      503  connect / first-result timeout, DEADLINE_EXCEEDED
-    │   │   └── UpstreamRateLimited  429  429, RESOURCE_EXHAUSTED, busy
+    │   │   │   └── UpstreamGatewayTimeout  504  the LLM upstream stayed silent too long
+    │   │   └── UpstreamRateLimited  429  429, RESOURCE_EXHAUSTED, busy (carries Retry-After)
     │   ├── EngineOverloaded         503  bounded pool queue is full, retryable
     │   ├── NotConfigured            503  the engine has no credentials/endpoint, permanent
     │   ├── UpstreamAuthError        503  upstream refused the gateway's credentials, permanent
     │   ├── UpstreamRejected         400  upstream refused the request itself (invalid argument,
-    │   │                                 voice not found, text too long), permanent
+    │   │   │                             voice not found, text too long), permanent
+    │   │   └── UpstreamClientError  4xx  the LLM upstream's own 4xx status, passed on
     │   └── UpstreamProtocolError    502  upstream answered garbage, retryable
     ├── CallerCredentialError        401  the caller's own upstream key (elevenlabs_api_key) was refused
     ├── CallerQuotaExceeded          402  the caller's own upstream key is out of quota
@@ -39,6 +43,8 @@ Tree::
 
 Retryable errors move a route's engine chain on to its next engine (and put
 the failed engine into a cool-down); permanent ones are reported as they are.
+An error may add HTTP headers to its reply (:attr:`SpeechError.headers`:
+``Retry-After`` of a rate-limited upstream).
 
 Websocket close codes (documented in the README):
 
@@ -85,6 +91,11 @@ class SpeechError(Exception):
         """The seed's error shape: ``{"error": "message"}``."""
         return {"error": self.message}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the reply carries besides the body (none by default)."""
+        return {}
+
 
 class ConfigError(SpeechError):
     """The configuration file, environment or command line is invalid."""
@@ -104,6 +115,10 @@ class FrameTooLarge(InvalidFrame):
 
 
 class InvalidTtsRequest(BadRequest):
+    pass
+
+
+class InvalidChatRequest(BadRequest):
     pass
 
 
@@ -160,12 +175,32 @@ class UpstreamUnavailable(EngineUnavailable):
     pass
 
 
+class UpstreamServerError(UpstreamUnavailable):
+    """The LLM upstream answered 5xx: the client sees 502 naming the provider."""
+
+    status = 502
+
+
 class UpstreamTimeout(EngineUnavailable):
     pass
 
 
+class UpstreamGatewayTimeout(UpstreamTimeout):
+    """The LLM upstream did not answer (or went silent) in time: 504."""
+
+    status = 504
+
+
 class UpstreamRateLimited(EngineUnavailable):
     status = 429
+
+    def __init__(self, message: str, *, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": self.retry_after} if self.retry_after else {}
 
 
 class NotConfigured(EngineError):
@@ -179,6 +214,16 @@ class UpstreamAuthError(EngineError):
 class UpstreamRejected(EngineError):
     status = 400
     close_code = CLOSE_PROTOCOL
+
+
+class UpstreamClientError(UpstreamRejected):
+    """The LLM upstream refused the request itself with a 4xx (a bad
+    parameter, an unknown model, a body too large): the client sees that
+    status and the upstream's message."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class UpstreamProtocolError(EngineError):

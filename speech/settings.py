@@ -11,6 +11,8 @@ Environment names: the ``[server]`` keys are flat (``SPEECH_PORT``,
 ``SPEECH_DB``); every other key is ``SPEECH_<SECTION>__<KEY>``, for example
 ``SPEECH_VAD__SILENCE_MS=400`` or ``SPEECH_PRICES__ASR_PER_MINUTE__RIVA=20``.
 Engine chains are comma-separated: ``SPEECH_ROUTES__ASR__GOOGLE=local``.
+The LLM providers are tables inside ``[llm]``: ``[llm.openai]``, set from
+the environment as ``SPEECH_LLM__OPENAI__API_KEY``.
 
 Unknown keys and values of the wrong type or out of range raise
 :class:`~speech.errors.ConfigError` naming the setting, so a typo never
@@ -25,7 +27,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -174,24 +176,70 @@ def _tts_prices() -> dict[str, Decimal]:
     return {"elevenlabs": Decimal(30000), "riva": Decimal(10000), "local": Decimal(0)}
 
 
-# The seed's LLM table (OMCU per 1M tokens), keyed by model prefix, for the
-# chat-completions relay.
+# The seed's LLM table (OMCU per 1M input / output tokens), keyed by model
+# prefix and priced by the longest matching one (see speech.metering.prices).
+# Every entry of the seed API reference's price table is here, under the
+# model name the provider's API takes; "qwen3-30b-a3b-instruct-2507" is the
+# seed's NEAR AI price of Qwen/Qwen3-30B-A3B-Instruct-2507 under the name the
+# seed's model list uses. Default model prefixes the seed lists without a
+# price (gemini-3.5-flash, qwen2.5-vl-72b-instruct, qwen-2.5-7b-instruct,
+# meta-llama/llama-3.1-70b-instruct, anthropic/claude-opus-4.1) are refused
+# until the operator prices them; nothing is served unpriced.
+_LLM_PRICES: dict[str, tuple[int, int]] = {
+    # OpenAI
+    "gpt-4o": (42500, 170000),
+    "gpt-4o-mini": (7000, 28000),
+    "gpt-4.1": (35000, 140000),
+    "gpt-4.1-mini": (7000, 28000),
+    "gpt-4.1-nano": (2000, 8000),
+    "gpt-5": (25000, 200000),
+    "gpt-5-mini": (4500, 36000),
+    "gpt-5-nano": (500, 4000),
+    "gpt-5.1": (25000, 200000),
+    "gpt-5.2": (35000, 280000),
+    # Gemini
+    "gemini-3.1-pro-preview": (40000, 180000),
+    "gemini-3.1-flash-lite": (2500, 15000),
+    "gemini-3-pro-preview": (40000, 180000),
+    "gemini-3-flash-preview": (10000, 30000),
+    "gemini-2.5-flash": (3000, 25000),
+    "gemini-2.5-flash-lite": (1000, 4000),
+    "gemini-2.5-pro": (25000, 150000),
+    # DeepSeek
+    "deepseek-chat": (1400, 2800),
+    # xAI
+    "grok-2-latest": (20000, 100000),
+    "grok-3-beta": (30000, 150000),
+    "grok-4-latest": (30000, 150000),
+    "grok-4": (30000, 150000),
+    # NEAR AI
+    "Qwen/Qwen3-30B-A3B-Instruct-2507": (1500, 5500),
+    "qwen3-30b-a3b-instruct-2507": (1500, 5500),
+    "deepseek-ai/DeepSeek-V3.1": (10500, 31000),
+    "openai/gpt-oss-120b": (1500, 5500),
+    "openai/gpt-5.2": (18000, 155000),
+    "zai-org/GLM-4.7": (8500, 33000),
+    "anthropic/claude-sonnet-4-5": (30000, 155000),
+    "google/gemini-3-pro": (12500, 150000),
+    # OpenRouter
+    "deepseek/deepseek-v3.2": (2500, 3800),
+    "anthropic/claude-sonnet-4.5": (30000, 150000),
+    "anthropic/claude-opus-4.5": (50000, 250000),
+    "anthropic/claude-haiku-4.5": (10000, 50000),
+    "moonshotai/kimi-k2.5": (4500, 25000),
+    "minimax/minimax-m2.1": (2700, 9500),
+    "z-ai/glm-4.7": (4000, 15000),
+    "x-ai/grok-4-fast": (2000, 5000),
+    "meta-llama/llama-3.3-70b-instruct": (9000, 9000),
+}
+
+
 def _llm_input() -> dict[str, Decimal]:
-    return {
-        "gpt-4o-mini": Decimal(7000),
-        "gpt-4o": Decimal(42500),
-        "deepseek-chat": Decimal(1400),
-        "gemini-2.5-flash": Decimal(3000),
-    }
+    return {model: Decimal(p[0]) for model, p in _LLM_PRICES.items()}
 
 
 def _llm_output() -> dict[str, Decimal]:
-    return {
-        "gpt-4o-mini": Decimal(28000),
-        "gpt-4o": Decimal(170000),
-        "deepseek-chat": Decimal(2800),
-        "gemini-2.5-flash": Decimal(25000),
-    }
+    return {model: Decimal(p[1]) for model, p in _LLM_PRICES.items()}
 
 
 @dataclass(frozen=True)
@@ -321,6 +369,113 @@ class FailoverSettings:
     cooldown_s: float = field(default=30.0, metadata=_rng(0, 3600))
 
 
+# The seed's chat-completion providers, plus a local Ollama.
+LLM_PROVIDERS = ("openai", "deepseek", "gemini", "xai", "nearai", "openrouter", "ollama")
+
+
+@dataclass(frozen=True)
+class LlmProviderSettings:
+    """One upstream that speaks the OpenAI Chat Completions protocol.
+
+    Requests go to ``<base_url>/chat/completions`` with ``Authorization:
+    Bearer <api_key>``. A model is accepted when it starts with one of
+    ``model_prefixes`` (the empty prefix ``""`` accepts every model)."""
+
+    base_url: str = ""
+    api_key: Secret = field(default_factory=Secret)
+    api_key_file: str = ""
+    model_prefixes: tuple[str, ...] = ()
+    # False: answers "unsupported model provider" as if it did not exist.
+    enabled: bool = True
+    # False for a local server that needs no key (Ollama): requests go out
+    # without Authorization instead of failing with "... API key not configured".
+    key_required: bool = True
+    # True: usage is recorded at price 0 whatever the price table says.
+    free: bool = False
+    # Ask streams for a final usage chunk (stream_options.include_usage);
+    # turn off for an upstream that refuses the option (tokens are then estimated).
+    stream_usage: bool = True
+
+
+def _provider(base_url: str, *prefixes: str, local: bool = False) -> Callable[[], LlmProviderSettings]:
+    def make() -> LlmProviderSettings:
+        return LlmProviderSettings(base_url=base_url, model_prefixes=prefixes, key_required=not local, free=local)
+
+    return make
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """The chat-completions relay (``POST /api/core/{provider}/chat/completions``).
+
+    Base URLs are the providers' OpenAI-compatible endpoints; model prefixes
+    are the seed's lists (Ollama's are the models the seed suggests for free
+    local inference)."""
+
+    # Connecting to the upstream (and waiting for a pooled connection).
+    connect_timeout_s: float = field(default=5.0, metadata=_rng(0.1, 120))
+    # Longest silence of the upstream: before its answer begins (for a plain
+    # request that is the whole generation) and between two stream chunks.
+    read_timeout_s: float = field(default=120.0, metadata=_rng(1, 3600))
+    # No request lives longer than this, streamed or not.
+    total_timeout_s: float = field(default=600.0, metadata=_rng(1, 86400))
+    # Output tokens a request without max_tokens / max_completion_tokens is
+    # reserved for (not sent upstream; the answer is billed as it comes).
+    default_max_tokens: int = field(default=4096, metadata=_rng(1, 10_000_000))
+    # Largest request body (images travel inline as base64).
+    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata=_rng(1024, 1024 * 1024 * 1024))
+    # Largest plain answer, and largest single stream event, from the upstream.
+    max_response_bytes: int = field(default=16 * 1024 * 1024, metadata=_rng(1024, 1024 * 1024 * 1024))
+    openai: LlmProviderSettings = field(
+        default_factory=_provider(
+            "https://api.openai.com/v1",
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-4.1-mini",
+            "gpt-4.1-nano",
+            "gpt-5",
+            "gpt-5-mini",
+            "gpt-5-nano",
+        )
+    )
+    deepseek: LlmProviderSettings = field(default_factory=_provider("https://api.deepseek.com/v1", "deepseek-chat"))
+    gemini: LlmProviderSettings = field(
+        default_factory=_provider(
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "gemini-3.5-flash",
+            "gemini-3.1-pro-preview",
+            "gemini-3.1-flash-lite",
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-lite",
+            "gemini-2.5-pro",
+        )
+    )
+    xai: LlmProviderSettings = field(
+        default_factory=_provider("https://api.x.ai/v1", "grok-2-latest", "grok-3-beta", "grok-4-latest", "grok-4")
+    )
+    nearai: LlmProviderSettings = field(
+        default_factory=_provider(
+            "https://cloud-api.near.ai/v1",
+            "qwen3-30b-a3b-instruct-2507",
+            "qwen2.5-vl-72b-instruct",
+            "qwen-2.5-7b-instruct",
+        )
+    )
+    openrouter: LlmProviderSettings = field(
+        default_factory=_provider(
+            "https://openrouter.ai/api/v1",
+            "meta-llama/llama-3.1-70b-instruct",
+            "meta-llama/llama-3.3-70b-instruct",
+            "anthropic/claude-sonnet-4.5",
+            "anthropic/claude-opus-4.1",
+        )
+    )
+    ollama: LlmProviderSettings = field(
+        default_factory=_provider("http://127.0.0.1:11434/v1", "llama3.2", "mistral", "phi3", local=True)
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -335,6 +490,7 @@ class Settings:
     elevenlabs: ElevenLabsSettings = field(default_factory=ElevenLabsSettings)
     failover: FailoverSettings = field(default_factory=FailoverSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    llm: LlmSettings = field(default_factory=LlmSettings)
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some keys of one section changed (used by the CLI)."""
@@ -408,17 +564,28 @@ def _read_secret_files(settings: Settings) -> Settings:
         path = getattr(sub, f"{name}_file")
         if getattr(sub, name) or not path:
             continue
-        where = f"setting '{section}.{name}_file'"
-        try:
-            value = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
-        if not value:
-            raise ConfigError(f"{where}: {path} is empty")
+        value = _read_secret_file(f"{section}.{name}_file", path)
         settings = settings.replace(section, **{name: Secret(value)})
+    for provider in LLM_PROVIDERS:
+        sub = getattr(settings.llm, provider)
+        if sub.api_key or not sub.api_key_file:
+            continue
+        value = _read_secret_file(f"llm.{provider}.api_key_file", sub.api_key_file)
+        settings = settings.replace("llm", **{provider: dataclasses.replace(sub, api_key=Secret(value))})
     if settings.admin.token and len(settings.admin.token.get()) < 16:
         raise ConfigError("setting 'admin.token' must be at least 16 characters (use a random one)")
     return settings
+
+
+def _read_secret_file(setting: str, path: str) -> str:
+    where = f"setting '{setting}'"
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{where}: {path} is empty")
+    return value
 
 
 def _nest(path: list[str], value: Any) -> dict[str, Any]:
@@ -456,7 +623,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type, raw: Any, where: str, base: Any = None) -> Any:
+    """``cls`` from the table ``raw``; keys it does not set come from ``base``
+    (the field's own default, so ``[llm.ollama]`` keeps Ollama's defaults)
+    or else from the class."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"setting '{where}' must be a table")
     hints = typing.get_type_hints(cls)
@@ -471,11 +641,14 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         if name not in raw:
             continue
         full = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hints[name]) and f.default_factory is not dataclasses.MISSING:
+            kwargs[name] = _build(hints[name], raw[name], full, base=f.default_factory())
+            continue
         value = _coerce(hints[name], raw[name], full, f.metadata)
         if isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
             value = {**f.default_factory(), **value}  # a table sets some entries; the others keep their defaults
         kwargs[name] = value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
 def _coerce(tp: Any, value: Any, where: str, meta: Mapping[str, Any]) -> Any:

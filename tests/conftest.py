@@ -149,3 +149,22 @@ def make_server(tmp_path: Path, engines: Engines) -> Iterator[Any]:
 @pytest.fixture
 def server(make_server: Any) -> RunningServer:
     return make_server()
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[Any]:
+    """The loopback OpenAI Chat Completions upstream (tests/llm/fake_upstream.py)."""
+    from tests.llm.fake_upstream import FakeLLM
+
+    fake = FakeLLM()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: Any) -> Iterator[Any]:
+    """The shared fake upstream, reset before and after the test."""
+    fake_llm_server.reset()
+    yield fake_llm_server
+    fake_llm_server.reset()

@@ -233,7 +233,7 @@ def test_overrides_by_section_table() -> None:
 
 def test_unknown_section() -> None:
     message = config_error(r"unknown setting 'nope'", environ={"SPEECH_NOPE__X": "1"})
-    sections = "admin, elevenlabs, failover, google, limits, local, prices, riva, routes, server, tts, vad"
+    sections = "admin, elevenlabs, failover, google, limits, llm, local, prices, riva, routes, server, tts, vad"
     assert f"known here: {sections}" in message
 
 
@@ -400,3 +400,95 @@ def test_llm_price_table_has_the_seed_defaults() -> None:
     p = load_settings(environ={}).prices
     assert p.llm_input_per_million_tokens["gpt-4o"] == 42500 and p.llm_output_per_million_tokens["gpt-4o"] == 170000
     assert p.llm_input_per_million_tokens["deepseek-chat"] == 1400
+
+
+# ---------------------------------------------------------------- [llm]
+
+
+def test_llm_defaults() -> None:
+    llm = load_settings(environ={}).llm
+    assert (llm.connect_timeout_s, llm.read_timeout_s, llm.total_timeout_s) == (5.0, 120.0, 600.0)
+    assert llm.default_max_tokens == 4096
+    assert llm.openai.base_url == "https://api.openai.com/v1" and not llm.openai.api_key
+    assert llm.gemini.model_prefixes[:2] == ("gemini-3.5-flash", "gemini-3.1-pro-preview")
+    assert llm.ollama.free and not llm.ollama.key_required
+
+
+def test_llm_provider_tables_keep_their_own_defaults(tmp_path: Path) -> None:
+    path = toml(
+        tmp_path,
+        """
+[llm]
+read_timeout_s = 30
+default_max_tokens = 512
+
+[llm.openai]
+api_key = "sk-upstream-openai"
+
+[llm.ollama]
+base_url = "http://gpu-box:11434/v1"
+model_prefixes = ["qwen2.5", ""]
+
+[prices.llm_input_per_million_tokens]
+"gpt-4o" = 40000
+"my-model" = 1.5
+[prices.llm_output_per_million_tokens]
+"my-model" = 3
+""",
+    )
+    s = load_settings(path, environ={})
+    assert s.llm.read_timeout_s == 30 and s.llm.default_max_tokens == 512 and s.llm.connect_timeout_s == 5
+    assert s.llm.openai.api_key.get() == "sk-upstream-openai"
+    assert s.llm.openai.base_url == "https://api.openai.com/v1"  # the provider's default, not the class's ""
+    assert s.llm.openai.model_prefixes[0] == "gpt-4o"
+    assert s.llm.ollama.base_url == "http://gpu-box:11434/v1" and s.llm.ollama.model_prefixes == ("qwen2.5", "")
+    assert s.llm.ollama.free and not s.llm.ollama.key_required
+    assert s.prices.llm_input_per_million_tokens["gpt-4o"] == 40000
+    assert s.prices.llm_output_per_million_tokens["gpt-4o"] == 170000
+    assert s.prices.llm_input_per_million_tokens["my-model"] == Decimal("1.5")
+    assert "sk-upstream-openai" not in repr(s)
+
+
+def test_llm_from_the_environment_and_key_files(tmp_path: Path) -> None:
+    key_file = tmp_path / "deepseek.key"
+    key_file.write_text("sk-deepseek-from-file\n")
+    s = load_settings(
+        environ={
+            "SPEECH_LLM__OPENAI__API_KEY": "sk-env",
+            "SPEECH_LLM__DEEPSEEK__API_KEY_FILE": str(key_file),
+            "SPEECH_LLM__OLLAMA__MODEL_PREFIXES": "llama3.2, qwen2.5",
+            "SPEECH_LLM__XAI__ENABLED": "false",
+            "SPEECH_LLM__TOTAL_TIMEOUT_S": "90",
+        }
+    )
+    assert s.llm.openai.api_key.get() == "sk-env" and s.llm.deepseek.api_key.get() == "sk-deepseek-from-file"
+    assert s.llm.ollama.model_prefixes == ("llama3.2", "qwen2.5")
+    assert not s.llm.xai.enabled and s.llm.total_timeout_s == 90
+    # An explicit key wins over its file.
+    both = load_settings(
+        environ={"SPEECH_LLM__DEEPSEEK__API_KEY": "sk-direct", "SPEECH_LLM__DEEPSEEK__API_KEY_FILE": str(key_file)}
+    )
+    assert both.llm.deepseek.api_key.get() == "sk-direct"
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"SPEECH_LLM__OPENAI__NOPE": "1"}, r"unknown setting 'llm\.openai\.nope' \(known here: api_key, api_key_file"),
+        ({"SPEECH_LLM__ANTHROPIC__API_KEY": "k"}, r"unknown setting 'llm\.anthropic'"),
+        ({"SPEECH_LLM__READ_TIMEOUT_S": "0"}, r"'llm\.read_timeout_s' must be between 1 and 3600, got 0\.0"),
+        ({"SPEECH_LLM__DEFAULT_MAX_TOKENS": "0"}, r"'llm\.default_max_tokens' must be between 1 and"),
+        ({"SPEECH_LLM__OPENAI__MODEL_PREFIXES": " , "}, r"'llm\.openai\.model_prefixes' must be a non-empty list"),
+        ({"SPEECH_LLM__OLLAMA__FREE": "maybe"}, r"'llm\.ollama\.free' must be true or false"),
+        ({"SPEECH_LLM__OPENAI": "x"}, r"^setting 'llm\.openai' must be a table$"),
+        ({"SPEECH_LLM__GEMINI__API_KEY_FILE": "/nonexistent/key"}, r"'llm\.gemini\.api_key_file': cannot read"),
+    ],
+)
+def test_bad_llm_settings(env: dict[str, str], match: str) -> None:
+    config_error(match, environ=env)
+
+
+def test_an_empty_llm_key_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")
+    config_error(r"'llm\.openai\.api_key_file': .* is empty", environ={"SPEECH_LLM__OPENAI__API_KEY_FILE": str(empty)})

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from speech.api import account, accounts, asr_ws, openai_audio, tts_http, tts_ws
+from speech.api import account, accounts, asr_ws, chat, openai_audio, tts_http, tts_ws
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
 from speech.api.streams import StreamRegistry
@@ -44,6 +44,7 @@ def create_app(
     check_routes(settings)
     prices = PriceTable.from_settings(settings.prices)
     prices.check_routes(settings.routes.asr, settings.routes.tts)
+    chat_relay = chat.ChatRelay.from_settings(settings.llm, prices)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -54,6 +55,7 @@ def create_app(
         gateway.streams = StreamRegistry(led, settings.limits, settings.server.replica_id)
         gateway.streams.start()
         app.state.gateway = gateway
+        app.state.chat = chat_relay
         loader: asyncio.Task[None] | None = None
         if engines is None:
             loader = asyncio.create_task(_load(gateway))
@@ -71,6 +73,7 @@ def create_app(
                     await loader
                 if gateway.engines is not None:
                     await gateway.engines.aclose()
+            await chat_relay.aclose()  # settles streams still finishing, before the ledger closes
             if own_ledger:
                 await led.close()
 
@@ -90,6 +93,7 @@ def create_app(
         Route("/api/admin/usage", accounts.admin_usage, methods=["GET"]),
         Route("/api/core/{provider}/tts", tts_http.tts, methods=["POST"]),
         Route("/api/core/{provider}/tts/stream", tts_http.tts_stream, methods=["POST"]),
+        Route("/api/core/{provider}/chat/completions", chat.chat_completions, methods=["POST"]),
         Route("/v1/audio/transcriptions", openai_audio.transcriptions, methods=["POST"]),
         Route("/v1/audio/speech", openai_audio.speech, methods=["POST"]),
         WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),
@@ -150,7 +154,7 @@ async def health(request: Request) -> JSONResponse:
 
 async def speech_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpeechError)
-    return JSONResponse(exc.to_json(), status_code=exc.status)
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=exc.headers or None)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:

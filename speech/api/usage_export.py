@@ -1,8 +1,11 @@
 """Usage history as JSON or CSV, filtered by time, key and kind.
 
 Query: ``since`` (inclusive) and ``until`` (exclusive) as ISO-8601 times,
-``key_id``, ``kind`` (``asr`` | ``tts``), ``limit`` (1-10000, default 100),
-``format`` (``json`` | ``csv``; ``Accept: text/csv`` also selects CSV).
+``key_id``, ``kind`` (``asr`` | ``tts`` | ``llm``), ``limit`` (1-10000,
+default 100), ``format`` (``json`` | ``csv``; ``Accept: text/csv`` also
+selects CSV). CSV rows have every column; the LLM ones (``model``,
+``input_tokens``, ``output_tokens``, ``output_unit_price_uomcu``,
+``estimated``) are empty for ASR and TTS records.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from speech.api.gateway import Gateway
 from speech.errors import BadRequest
+from speech.metering.ledger import KINDS
 
 CSV_COLUMNS = (
     "created",
@@ -32,6 +36,11 @@ CSV_COLUMNS = (
     "received_seconds",
     "upstream_characters",
     "idempotency_key",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "output_unit_price_uomcu",
+    "estimated",
 )
 
 
@@ -44,8 +53,8 @@ async def usage_response(gateway: Gateway, request: Request, *, account_id: str 
     if not 1 <= limit <= 10_000:
         raise BadRequest("'limit' must be an integer between 1 and 10000")
     kind = q.get("kind") or None
-    if kind not in (None, "asr", "tts"):
-        raise BadRequest("'kind' must be 'asr' or 'tts'")
+    if kind is not None and kind not in KINDS:
+        raise BadRequest("'kind' must be 'asr', 'tts' or 'llm'")
     fmt = q.get("format") or ("csv" if "text/csv" in request.headers.get("accept", "") else "json")
     if fmt not in ("json", "csv"):
         raise BadRequest("'format' must be 'json' or 'csv'")

@@ -171,7 +171,22 @@ async def _keys(ledger: Ledger, args: argparse.Namespace) -> int:
     raise AssertionError(action)  # pragma: no cover
 
 
-CSV_FIELDS = ("created", "account_id", "key_id", "kind", "provider", "engine", "quantity", "unit", "cost_uomcu")
+CSV_FIELDS = (
+    "created",
+    "account_id",
+    "key_id",
+    "kind",
+    "provider",
+    "engine",
+    "quantity",
+    "unit",
+    "cost_uomcu",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "estimated",
+)
+QUANTITY_SUFFIX = {"asr": "s", "tts": "ch", "llm": "tok"}
 
 
 async def _usage(ledger: Ledger, args: argparse.Namespace) -> int:
@@ -192,11 +207,15 @@ async def _usage(ledger: Ledger, args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'CREATED':<25} {'KEY_ID':<14} {'KIND':<4} {'PROVIDER':<11} {'ENGINE':<10} {'QUANTITY':>12} {'COST_OMCU':>12}"
+        " MODEL"
     )
     for r in records:
-        qty = f"{r.quantity}s" if r.kind == "asr" else f"{r.quantity}ch"
-        print(
+        qty = f"{r.quantity}{QUANTITY_SUFFIX[r.kind]}"
+        if r.kind == "llm":  # input+output tokens; "~" marks the gateway's estimate
+            qty = f"{'~' if r.estimated else ''}{r.input_tokens}+{r.output_tokens}tok"
+        line = (
             f"{r.created:<25} {r.key_id:<14} {r.kind:<4} {r.provider:<11} {r.engine:<10} "
             f"{qty:>12} {format_omcu(r.cost_uomcu):>12}"
         )
+        print(f"{line} {r.model}" if r.model else line)
     return 0

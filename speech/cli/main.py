@@ -4,7 +4,7 @@
     speech accounts create --name N [--balance OMCU] | accounts list | accounts top-up ACCOUNT_ID --amount OMCU
     speech keys create --name N (--balance OMCU | --account ACCOUNT_ID) [--expires T] [--max-streams N] [--rpm N]
     speech keys list [--account ID] | keys limits KEY_ID [...] | keys revoke KEY_ID | keys top-up KEY_ID --amount OMCU
-    speech usage [--account ID] [--key KEY_ID] [--kind asr|tts] [--since T] [--until T] [--limit N] [--csv]
+    speech usage [--account ID] [--key KEY_ID] [--kind asr|tts|llm] [--since T] [--until T] [--limit N] [--csv]
     speech transcribe FILE [--url URL] [--api-key KEY]
     speech say "text" -o out.wav [--format NAME]
 
@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from speech.errors import ConfigError, SpeechError
+from speech.metering.ledger import KINDS
 from speech.settings import Settings, load_settings
 
 
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(u)
     u.add_argument("--account", help="only this account")
     u.add_argument("--key", dest="key_id", help="only this key id")
-    u.add_argument("--kind", choices=("asr", "tts"))
+    u.add_argument("--kind", choices=KINDS)
     u.add_argument("--since", help="ISO-8601 time, inclusive")
     u.add_argument("--until", help="ISO-8601 time, exclusive")
     u.add_argument("--limit", type=int, default=50)

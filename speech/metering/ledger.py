@@ -37,6 +37,7 @@ from speech.metering.prices import (
     MICRO,
     PriceTable,
     asr_cost_from_unit,
+    llm_cost_from_unit,
     tts_cost_from_unit,
 )
 
@@ -46,13 +47,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["asr", "tts"]
-KINDS = ("asr", "tts")
+Kind = Literal["asr", "tts", "llm"]
+KINDS = ("asr", "tts", "llm")
+KINDS_TEXT = "'asr', 'tts' or 'llm'"
 
 MAX_NAME_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 MAX_ID_LENGTH = 200  # reservation / lease ids chosen by the caller
 MAX_LABEL_LENGTH = 64  # provider / engine / replica names
+MAX_MODEL_LENGTH = 200  # llm: the model name as the client sent it
+MAX_TOKENS = 10**12
 MAX_USAGE_LIMIT = 10_000
 MIN_BALANCE_UOMCU = -(10**12)
 """Lowest balance a (negative) correction through :meth:`Ledger.top_up` may leave."""
@@ -230,9 +234,17 @@ class ApiKey:
 class UsageIn:
     """One billable event, as callers hand it to :meth:`Ledger.record_usage`.
 
-    Build it with :meth:`asr` or :meth:`tts`, which price it from a
-    :class:`~speech.metering.prices.PriceTable`. The unit price travels with
-    the record so a later price change never rewrites history.
+    Build it with :meth:`asr`, :meth:`tts` or :meth:`llm`, which price it
+    from a :class:`~speech.metering.prices.PriceTable`. The unit price travels
+    with the record so a later price change never rewrites history.
+
+    An ``llm`` usage has ``model``, ``input_tokens``, ``output_tokens``,
+    ``unit_price_uomcu`` (per million *input* tokens),
+    ``output_unit_price_uomcu`` (per million output tokens) and
+    ``estimated`` (the token counts are the gateway's estimate because the
+    upstream reported none); its cost must equal
+    :func:`~speech.metering.prices.llm_cost_from_unit` of those. ASR and TTS
+    usages leave these fields ``None``.
 
     ``idempotency_key`` names the event uniquely and stably, e.g.
     ``"<session id>:<utterance number>"``: recording the same key twice bills
@@ -250,17 +262,40 @@ class UsageIn:
     received_ms: int | None = None
     characters: int | None = None
     upstream_characters: int | None = None  # tts: what the upstream reported billing
+    model: str | None = None  # llm
+    input_tokens: int | None = None  # llm
+    output_tokens: int | None = None  # llm
+    output_unit_price_uomcu: int | None = None  # llm: per million output tokens
+    estimated: bool | None = None  # llm: the token counts are estimates
 
     def __post_init__(self) -> None:
         check_label(self.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_LENGTH)
         check_label(self.key_id, "key_id", keymod.MAX_KEY_LENGTH)
         if self.kind not in KINDS:
-            raise ValueError(f"kind must be 'asr' or 'tts', got {self.kind!r}")
+            raise ValueError(f"kind must be {KINDS_TEXT}, got {self.kind!r}")
         check_label(self.provider, "provider", MAX_LABEL_LENGTH)
         check_label(self.engine, "engine", MAX_LABEL_LENGTH)
         check_int(self.unit_price_uomcu, "unit_price_uomcu")
         check_int(self.cost_uomcu, "cost_uomcu")
-        if self.kind == "asr":
+        llm_fields = (self.model, self.input_tokens, self.output_tokens, self.output_unit_price_uomcu, self.estimated)
+        if self.kind == "llm":
+            if None in llm_fields or self.audio_ms is not None or self.received_ms is not None:
+                raise ValueError(
+                    "an llm usage has model, input_tokens, output_tokens, output_unit_price_uomcu and estimated, "
+                    "and no audio_ms or received_ms"
+                )
+            if self.characters is not None or self.upstream_characters is not None:
+                raise ValueError("an llm usage has no characters")
+            check_label(self.model, "model", MAX_MODEL_LENGTH)
+            tokens_in = check_int(self.input_tokens, "input_tokens", maximum=MAX_TOKENS)
+            tokens_out = check_int(self.output_tokens, "output_tokens", maximum=MAX_TOKENS)
+            unit_out = check_int(self.output_unit_price_uomcu, "output_unit_price_uomcu")
+            if not isinstance(self.estimated, bool):
+                raise ValueError(f"estimated must be true or false, got {self.estimated!r}")
+            expected = llm_cost_from_unit(self.unit_price_uomcu, unit_out, tokens_in, tokens_out)
+        elif any(v is not None for v in llm_fields):
+            raise ValueError(f"an {self.kind} usage has no model, tokens or estimated flag")
+        elif self.kind == "asr":
             if self.audio_ms is None or self.characters is not None:
                 raise ValueError("an asr usage has audio_ms and no characters")
             ms = check_int(self.audio_ms, "audio_ms")
@@ -332,6 +367,44 @@ class UsageIn:
             upstream_characters=upstream_characters,
         )
 
+    @classmethod
+    def llm(
+        cls,
+        prices: PriceTable,
+        *,
+        idempotency_key: str,
+        key_id: str,
+        provider: str,
+        engine: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        estimated: bool,
+        free: bool = False,
+    ) -> UsageIn:
+        """An LLM usage of ``model`` on route ``provider``, priced by the
+        longest price-table prefix of ``model`` (:class:`ValueError` if none
+        matches), or at 0 when ``free`` (a local provider)."""
+        units = (0, 0) if free else prices.llm_unit_prices(model)
+        if units is None:
+            raise ValueError(f"no LLM price for model {model!r}")
+        check_int(input_tokens, "input_tokens", maximum=MAX_TOKENS)
+        check_int(output_tokens, "output_tokens", maximum=MAX_TOKENS)
+        return cls(
+            idempotency_key=idempotency_key,
+            key_id=key_id,
+            kind="llm",
+            provider=provider,
+            engine=engine,
+            unit_price_uomcu=units[0],
+            cost_uomcu=llm_cost_from_unit(units[0], units[1], input_tokens, output_tokens),
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            output_unit_price_uomcu=units[1],
+            estimated=estimated,
+        )
+
 
 @dataclass(frozen=True)
 class UsageRecord:
@@ -351,17 +424,26 @@ class UsageRecord:
     cost_uomcu: int
     created: str
     upstream_characters: int | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    output_unit_price_uomcu: int | None = None
+    estimated: bool | None = None
 
     @property
     def unit(self) -> str:
-        return "second" if self.kind == "asr" else "character"
+        return {"asr": "second", "tts": "character"}.get(self.kind, "token")
 
     @property
     def quantity(self) -> Decimal | int:
-        """Seconds (exact Decimal, ms precision) for ASR, characters for TTS."""
+        """Seconds (exact Decimal, ms precision) for ASR, characters for TTS,
+        input plus output tokens for LLM."""
         if self.kind == "asr":
             assert self.audio_ms is not None
             return Decimal(self.audio_ms).scaleb(-3)
+        if self.kind == "llm":
+            assert self.input_tokens is not None and self.output_tokens is not None
+            return self.input_tokens + self.output_tokens
         assert self.characters is not None
         return self.characters
 
@@ -388,23 +470,30 @@ class UsageRecord:
             and self.upstream_characters == u.upstream_characters
             and self.unit_price_uomcu == u.unit_price_uomcu
             and self.cost_uomcu == u.cost_uomcu
+            and self.model == u.model
+            and self.input_tokens == u.input_tokens
+            and self.output_tokens == u.output_tokens
+            and self.output_unit_price_uomcu == u.output_unit_price_uomcu
+            and self.estimated == u.estimated
         )
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape of a usage record.
 
-        ``quantity`` is float seconds (millisecond precision) for ASR and int
-        characters for TTS; ``cost`` is float OMCU for display while
-        ``cost_uomcu`` is the exact integer that was debited.
+        ``quantity`` is float seconds (millisecond precision) for ASR, int
+        characters for TTS and int tokens (input + output) for LLM; ``cost``
+        is float OMCU for display while ``cost_uomcu`` is the exact integer
+        that was debited. LLM records add ``model``, ``input_tokens``,
+        ``output_tokens``, ``output_unit_price_uomcu`` (``unit_price_uomcu``
+        is then the input price, both per million tokens) and ``estimated``.
         """
         quantity: float | int
         if self.kind == "asr":
             assert self.audio_ms is not None
             quantity = self.audio_ms / 1000
         else:
-            assert self.characters is not None
-            quantity = self.characters
-        return {
+            quantity = int(self.quantity)
+        out: dict[str, Any] = {
             "id": self.id,
             "idempotency_key": self.idempotency_key,
             "key_id": self.key_id,
@@ -421,6 +510,15 @@ class UsageRecord:
             "upstream_characters": self.upstream_characters,
             "created": self.created,
         }
+        if self.kind == "llm":
+            out.update(
+                model=self.model,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                output_unit_price_uomcu=self.output_unit_price_uomcu,
+                estimated=self.estimated,
+            )
+        return out
 
 
 # ---------------------------------------------------------------- interface
@@ -634,7 +732,8 @@ class Ledger(abc.ABC):
     ) -> list[UsageRecord]:
         """Usage records, newest first, at most ``limit`` (1-10000).
 
-        Filters combine: ``account_id``, ``key_id``, ``kind``; ``since``
+        Filters combine: ``account_id``, ``key_id``, ``kind`` (``asr``,
+        ``tts`` or ``llm``); ``since``
         (inclusive) and ``until`` (exclusive) are ISO-8601 (UTC if no offset)
         or datetimes.
         """

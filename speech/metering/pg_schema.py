@@ -105,7 +105,38 @@ _V1 = (
     "CREATE INDEX rate_counters_by_window ON rate_counters (window_start)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# v2: LLM chat completions ("llm" usage): model, input / output tokens, the
+# output price (unit_price_uomcu is then the input price, both per million
+# tokens) and whether the token counts are the gateway's estimate. The
+# constraint names are the ones PostgreSQL gave v1's unnamed checks.
+_V2 = (
+    "ALTER TABLE usage DROP CONSTRAINT usage_kind_check",
+    "ALTER TABLE usage DROP CONSTRAINT usage_check",
+    """
+    ALTER TABLE usage
+        ADD COLUMN model TEXT NULL,
+        ADD COLUMN input_tokens BIGINT NULL CHECK (input_tokens >= 0),
+        ADD COLUMN output_tokens BIGINT NULL CHECK (output_tokens >= 0),
+        ADD COLUMN output_unit_price_uomcu BIGINT NULL CHECK (output_unit_price_uomcu >= 0),
+        ADD COLUMN estimated BOOLEAN NULL
+    """,
+    "ALTER TABLE usage ADD CONSTRAINT usage_kind_check CHECK (kind IN ('asr', 'tts', 'llm'))",
+    """
+    ALTER TABLE usage ADD CONSTRAINT usage_check CHECK (
+        (kind = 'asr' AND audio_ms IS NOT NULL AND characters IS NULL
+         AND model IS NULL AND input_tokens IS NULL AND output_tokens IS NULL
+         AND output_unit_price_uomcu IS NULL AND estimated IS NULL)
+        OR (kind = 'tts' AND characters IS NOT NULL AND audio_ms IS NULL AND received_ms IS NULL
+            AND model IS NULL AND input_tokens IS NULL AND output_tokens IS NULL
+            AND output_unit_price_uomcu IS NULL AND estimated IS NULL)
+        OR (kind = 'llm' AND model IS NOT NULL AND input_tokens IS NOT NULL AND output_tokens IS NOT NULL
+            AND output_unit_price_uomcu IS NOT NULL AND estimated IS NOT NULL
+            AND audio_ms IS NULL AND received_ms IS NULL AND characters IS NULL AND upstream_characters IS NULL)
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

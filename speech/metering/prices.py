@@ -4,11 +4,17 @@ All money inside the gateway is an ``int`` of micro-OMCU (µOMCU,
 1 OMCU = 1_000_000 µOMCU). Floats never touch a balance or a cost: they only
 appear in JSON output, converted at the very edge.
 
-Unit prices are held as integer µOMCU per minute (ASR) and per million
-characters (TTS). A configured OMCU price must therefore have at most six
+Unit prices are held as integer µOMCU per minute (ASR), per million
+characters (TTS) and per million input / output tokens (LLM). A configured OMCU price must therefore have at most six
 decimal places (0.000001 OMCU = 1 µOMCU); finer prices are refused at
 start-up. Costs are computed with integer arithmetic and rounded *up* to the
 whole µOMCU, so a non-zero usage of a priced route never costs 0.
+
+LLM prices are keyed by model prefix and a model is priced by the *longest*
+prefix it starts with, so ``gpt-4o-mini-2024-07-18`` costs what
+``gpt-4o-mini`` costs, not ``gpt-4o``. An LLM usage's cost is
+``ceil((input price × input tokens + output price × output tokens) / 10^6)``:
+one rounding for the whole request, not one per direction.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ MICRO = 1_000_000
 
 MS_PER_MINUTE = 60_000
 CHARS_PER_UNIT = 1_000_000
+TOKENS_PER_UNIT = 1_000_000
 
 MAX_UOMCU = 10**18
 """Largest amount accepted anywhere (10^12 OMCU); keeps sums far below 2^63."""
@@ -125,9 +132,15 @@ class PriceTable:
 
     asr: Mapping[str, int] = field(default_factory=dict)
     tts: Mapping[str, int] = field(default_factory=dict)
+    # µOMCU per million input / output tokens, by model prefix (same keys).
+    llm_input: Mapping[str, int] = field(default_factory=dict)
+    llm_output: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for kind in ("asr", "tts"):
+        if set(self.llm_input) != set(self.llm_output):
+            odd = sorted(set(self.llm_input) ^ set(self.llm_output))[0]
+            raise ValueError(f"LLM model prefix {odd!r} needs both an input and an output price")
+        for kind in ("asr", "tts", "llm_input", "llm_output"):
             table = dict(getattr(self, kind))
             for route, price in table.items():
                 _check_count(price, f"{kind} price of route {route!r}")
@@ -142,10 +155,12 @@ class PriceTable:
         Raises :class:`~speech.errors.ConfigError` naming the setting if a
         price is negative, not finite or has more than six decimal places.
         """
-        tables: dict[str, dict[str, int]] = {"asr": {}, "tts": {}}
+        tables: dict[str, dict[str, int]] = {"asr": {}, "tts": {}, "llm_input": {}, "llm_output": {}}
         for kind, section, prices in (
             ("asr", "asr_per_minute", s.asr_per_minute),
             ("tts", "tts_per_million_chars", s.tts_per_million_chars),
+            ("llm_input", "llm_input_per_million_tokens", s.llm_input_per_million_tokens),
+            ("llm_output", "llm_output_per_million_tokens", s.llm_output_per_million_tokens),
         ):
             for route, price in prices.items():
                 where = f"prices.{section}.{route}"
@@ -153,7 +168,17 @@ class PriceTable:
                     tables[kind][route] = _decimal_to_micro(Decimal(price), "price")
                 except (ValueError, ArithmeticError) as exc:
                     raise ConfigError(f"setting '{where}' is not a valid price: {exc}") from exc
-        return cls(asr=tables["asr"], tts=tables["tts"])
+        for this, other, section in (
+            ("llm_input", "llm_output", "llm_output_per_million_tokens"),
+            ("llm_output", "llm_input", "llm_input_per_million_tokens"),
+        ):
+            missing = sorted(set(tables[this]) - set(tables[other]))
+            if missing:
+                raise ConfigError(
+                    f"LLM model prefix {missing[0]!r} has an {this.split('_')[1]} price but no "
+                    f'{other.split("_")[1]} price: set prices.{section}."{missing[0]}"'
+                )
+        return cls(**tables)
 
     def check_routes(self, asr_routes: Iterable[str], tts_routes: Iterable[str]) -> None:
         """Raise :class:`~speech.errors.ConfigError` if a served route has no price."""
@@ -181,6 +206,14 @@ class PriceTable:
         except KeyError:
             raise ValueError(f"no TTS price for route {route!r}") from None
 
+    def llm_unit_prices(self, model: str) -> tuple[int, int] | None:
+        """(input, output) µOMCU per million tokens of the longest price key
+        ``model`` starts with; ``None`` when no key matches (unpriced)."""
+        best = max((k for k in self.llm_input if model.startswith(k)), key=len, default=None)
+        if best is None:
+            return None
+        return self.llm_input[best], self.llm_output[best]
+
     def asr_cost(self, route: str, milliseconds: int) -> int:
         """µOMCU for ``milliseconds`` of audio, rounded up to the whole µOMCU.
 
@@ -203,3 +236,8 @@ def asr_cost_from_unit(unit_price_uomcu: int, milliseconds: int) -> int:
 def tts_cost_from_unit(unit_price_uomcu: int, characters: int) -> int:
     """ceil(µOMCU per million chars × chars / 10^6), integers only."""
     return _ceil_div(unit_price_uomcu * characters, CHARS_PER_UNIT)
+
+
+def llm_cost_from_unit(input_unit_uomcu: int, output_unit_uomcu: int, input_tokens: int, output_tokens: int) -> int:
+    """ceil((input price × input tokens + output price × output tokens) / 10^6), integers only."""
+    return _ceil_div(input_unit_uomcu * input_tokens + output_unit_uomcu * output_tokens, TOKENS_PER_UNIT)

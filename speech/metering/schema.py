@@ -192,7 +192,74 @@ _V3 = (
     "CREATE INDEX rate_counters_by_window ON rate_counters (window_start)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# v4: LLM chat completions ("llm" usage): the model as the client named it,
+# input and output tokens, the output price (unit_price_uomcu is then the
+# input price, both per million tokens) and whether the token counts are the
+# gateway's estimate. SQLite cannot change a CHECK in place, so usage is
+# rebuilt once more, keeping every row and id.
+_V4 = (
+    """
+    CREATE TABLE usage_v4 (
+        id               INTEGER PRIMARY KEY,
+        idempotency_key  TEXT NOT NULL UNIQUE,
+        key_id           TEXT NOT NULL REFERENCES api_keys (key_id),
+        account_id       TEXT NOT NULL REFERENCES accounts (account_id),
+        kind             TEXT NOT NULL CHECK (kind IN ('asr', 'tts', 'llm')),
+        provider         TEXT NOT NULL,
+        engine           TEXT NOT NULL,
+        audio_ms         INTEGER NULL
+            CHECK (audio_ms IS NULL OR (typeof(audio_ms) = 'integer' AND audio_ms >= 0)),
+        received_ms      INTEGER NULL
+            CHECK (received_ms IS NULL OR (typeof(received_ms) = 'integer' AND received_ms >= 0)),
+        characters       INTEGER NULL
+            CHECK (characters IS NULL OR (typeof(characters) = 'integer' AND characters >= 0)),
+        unit_price_uomcu INTEGER NOT NULL         -- per minute (asr) / 10^6 chars (tts) / 10^6 input tokens (llm)
+            CHECK (typeof(unit_price_uomcu) = 'integer' AND unit_price_uomcu >= 0),
+        cost_uomcu       INTEGER NOT NULL
+            CHECK (typeof(cost_uomcu) = 'integer' AND cost_uomcu >= 0),
+        created          TEXT NOT NULL,
+        upstream_characters INTEGER NULL
+            CHECK (upstream_characters IS NULL
+                   OR (typeof(upstream_characters) = 'integer' AND upstream_characters >= 0)),
+        model            TEXT NULL,               -- llm: as the client named it
+        input_tokens     INTEGER NULL
+            CHECK (input_tokens IS NULL OR (typeof(input_tokens) = 'integer' AND input_tokens >= 0)),
+        output_tokens    INTEGER NULL
+            CHECK (output_tokens IS NULL OR (typeof(output_tokens) = 'integer' AND output_tokens >= 0)),
+        output_unit_price_uomcu INTEGER NULL      -- llm: per 10^6 output tokens
+            CHECK (output_unit_price_uomcu IS NULL
+                   OR (typeof(output_unit_price_uomcu) = 'integer' AND output_unit_price_uomcu >= 0)),
+        estimated        INTEGER NULL             -- llm: 1 = token counts estimated by the gateway
+            CHECK (estimated IS NULL OR estimated IN (0, 1)),
+        CHECK (
+            (kind = 'asr' AND audio_ms IS NOT NULL AND characters IS NULL
+             AND model IS NULL AND input_tokens IS NULL AND output_tokens IS NULL
+             AND output_unit_price_uomcu IS NULL AND estimated IS NULL)
+            OR (kind = 'tts' AND characters IS NOT NULL AND audio_ms IS NULL AND received_ms IS NULL
+                AND model IS NULL AND input_tokens IS NULL AND output_tokens IS NULL
+                AND output_unit_price_uomcu IS NULL AND estimated IS NULL)
+            OR (kind = 'llm' AND model IS NOT NULL AND input_tokens IS NOT NULL AND output_tokens IS NOT NULL
+                AND output_unit_price_uomcu IS NOT NULL AND estimated IS NOT NULL
+                AND audio_ms IS NULL AND received_ms IS NULL AND characters IS NULL
+                AND upstream_characters IS NULL)
+        )
+    )
+    """,
+    """
+    INSERT INTO usage_v4 (id, idempotency_key, key_id, account_id, kind, provider, engine, audio_ms, received_ms,
+                          characters, unit_price_uomcu, cost_uomcu, created, upstream_characters)
+    SELECT id, idempotency_key, key_id, account_id, kind, provider, engine, audio_ms, received_ms,
+           characters, unit_price_uomcu, cost_uomcu, created, upstream_characters
+    FROM usage
+    """,
+    "DROP TABLE usage",
+    "ALTER TABLE usage_v4 RENAME TO usage",
+    "CREATE INDEX usage_by_key ON usage (key_id, id)",
+    "CREATE INDEX usage_by_account ON usage (account_id, id)",
+    "CREATE INDEX usage_by_created ON usage (created)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

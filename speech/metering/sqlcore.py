@@ -38,6 +38,7 @@ from speech.metering import keys as keymod
 from speech.metering.ledger import (
     ACCOUNT_PREFIX,
     KINDS,
+    KINDS_TEXT,
     MAX_ID_LENGTH,
     MAX_LABEL_LENGTH,
     MAX_RPM_LIMIT,
@@ -74,7 +75,8 @@ ACCOUNT_COLUMNS = "account_id, name, balance_uomcu, created"
 KEY_COLUMNS = "key_id, account_id, name, created, revoked, expires, max_streams, rpm"
 USAGE_COLUMNS = (
     "id, idempotency_key, key_id, account_id, kind, provider, engine, audio_ms, received_ms, characters, "
-    "unit_price_uomcu, cost_uomcu, created, upstream_characters"
+    "unit_price_uomcu, cost_uomcu, created, upstream_characters, model, input_tokens, output_tokens, "
+    "output_unit_price_uomcu, estimated"
 )
 
 
@@ -109,7 +111,10 @@ def row_to_key(row: Any) -> ApiKey:
 
 
 def row_to_usage(row: Any) -> UsageRecord:
-    return UsageRecord(*tuple(row))
+    values = list(row)
+    if values[-1] is not None:  # SQLite stores the flag as 0 / 1
+        values[-1] = bool(values[-1])
+    return UsageRecord(*values)
 
 
 def _check_limit(value: Any, what: str, maximum: int) -> int | None:
@@ -527,8 +532,10 @@ class SqlLedger(Ledger):
         created = self._now()
         row = await tx.one(
             "INSERT INTO usage (idempotency_key, key_id, account_id, kind, provider, engine, audio_ms, received_ms, "
-            "characters, unit_price_uomcu, cost_uomcu, created, upstream_characters) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            "characters, unit_price_uomcu, cost_uomcu, created, upstream_characters, model, input_tokens, "
+            "output_tokens, output_unit_price_uomcu, estimated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             (
                 u.idempotency_key,
                 u.key_id,
@@ -543,6 +550,11 @@ class SqlLedger(Ledger):
                 u.cost_uomcu,
                 created,
                 u.upstream_characters,
+                u.model,
+                u.input_tokens,
+                u.output_tokens,
+                u.output_unit_price_uomcu,
+                u.estimated,
             ),
         )
         if row is None:
@@ -570,6 +582,11 @@ class SqlLedger(Ledger):
             cost_uomcu=u.cost_uomcu,
             created=created,
             upstream_characters=u.upstream_characters,
+            model=u.model,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            output_unit_price_uomcu=u.output_unit_price_uomcu,
+            estimated=u.estimated,
         )
         return record, True
 
@@ -594,7 +611,7 @@ class SqlLedger(Ledger):
             params.append(key_id)
         if kind is not None:
             if kind not in KINDS:
-                raise ValueError(f"kind must be 'asr' or 'tts', got {kind!r}")
+                raise ValueError(f"kind must be {KINDS_TEXT}, got {kind!r}")
             where.append("kind = ?")
             params.append(kind)
         if since is not None:

@@ -128,7 +128,7 @@ async def test_usage_history_filters_and_csv(server: Any) -> None:
         assert all(row["account_id"] == everything[0]["account_id"] for row in rows)
         r = await c.get("/api/core/account/usage", headers={"accept": "text/csv"})
         assert r.text.startswith("created,id,account_id")
-        for params in ({"kind": "llm"}, {"format": "xml"}, {"since": "soon"}, {"limit": 0}):
+        for params in ({"kind": "stt"}, {"format": "xml"}, {"since": "soon"}, {"limit": 0}):
             assert (await c.get("/api/core/account/usage", params=params)).status_code == 400
     async with client(server, admin=True) as c:
         r = await c.get("/api/admin/usage", params={"account_id": everything[0]["account_id"], "format": "csv"})

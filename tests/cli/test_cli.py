@@ -140,3 +140,54 @@ def test_accounts_and_key_limits(tmp_path: Path) -> None:
     assert both.returncode == 2 and "not both" in both.stderr
     csv_out = speech("usage", "--account", account_id, "--csv", "--db", db)
     assert csv_out.returncode == 0 and csv_out.stdout.startswith("created,account_id,key_id,kind")
+
+
+def test_usage_shows_llm_records_with_their_tokens(tmp_path: Path) -> None:
+    from speech.metering.ledger import UsageIn
+    from speech.metering.prices import PriceTable
+    from speech.settings import PriceSettings
+
+    db = str(tmp_path / "l.db")
+    prices = PriceTable.from_settings(PriceSettings())
+
+    async def record() -> str:
+        ledger = await open_ledger(db)
+        try:
+            _, key = await ledger.create_key("robot", 10_000_000)
+            for n, estimated in ((1, False), (2, True)):
+                await ledger.record_usage(
+                    UsageIn.llm(
+                        prices,
+                        idempotency_key=f"llm:{n}",
+                        key_id=key.key_id,
+                        provider="openai",
+                        engine="openai",
+                        model="gpt-4o-mini",
+                        input_tokens=1000 * n,
+                        output_tokens=500,
+                        estimated=estimated,
+                    )
+                )
+            await ledger.record_usage(
+                UsageIn.tts(
+                    prices, idempotency_key="t", key_id=key.key_id, provider="riva", engine="local", characters=3
+                )
+            )
+            return key.account_id
+        finally:
+            await ledger.close()
+
+    account_id = asyncio.run(record())
+    table = speech("usage", "--kind", "llm", "--db", db)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.strip().splitlines()
+    assert lines[0].split()[-1] == "MODEL" and len(lines) == 3
+    assert "~2000+500tok" in lines[1] and lines[1].endswith(" 28 gpt-4o-mini")
+    assert "1000+500tok" in lines[2] and "~" not in lines[2] and lines[2].endswith(" 21 gpt-4o-mini")
+    everything = speech("usage", "--account", account_id, "--db", db).stdout
+    assert "3ch" in everything and everything.count("gpt-4o-mini") == 2
+    csv_out = speech("usage", "--kind", "llm", "--csv", "--db", db)
+    rows = csv_out.stdout.strip().splitlines()
+    assert rows[0].endswith(",model,input_tokens,output_tokens,estimated")
+    assert rows[1].endswith(",gpt-4o-mini,2000,500,True") and rows[2].endswith(",gpt-4o-mini,1000,500,False")
+    assert speech("usage", "--kind", "stt", "--db", db).returncode == 2

@@ -64,6 +64,29 @@ def tts(key_id: str, idem: str, chars: int = 11, route: str = "elevenlabs") -> U
     return UsageIn.tts(PRICES, idempotency_key=idem, key_id=key_id, provider=route, engine="local", characters=chars)
 
 
+def llm(
+    key_id: str,
+    idem: str,
+    *,
+    model: str = "gpt-4o-mini",
+    tokens_in: int = 1000,
+    tokens_out: int = 500,
+    estimated: bool = False,
+    route: str = "openai",
+) -> UsageIn:
+    return UsageIn.llm(
+        PRICES,
+        idempotency_key=idem,
+        key_id=key_id,
+        provider=route,
+        engine=route,
+        model=model,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        estimated=estimated,
+    )
+
+
 # ---------------------------------------------------------------- PostgreSQL plumbing
 
 

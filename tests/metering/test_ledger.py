@@ -24,7 +24,7 @@ from speech.metering.ledger import (
     format_timestamp,
     parse_timestamp,
 )
-from tests.metering.conftest import PRICES, Backend, FakeClock, asr, tts
+from tests.metering.conftest import PRICES, Backend, FakeClock, asr, llm, tts
 
 NO_KEY = "000000000000"
 NO_ACCOUNT = "acct_000000000000"
@@ -707,6 +707,59 @@ async def test_usage_filters_and_ordering(ledger: Ledger, clock: FakeClock) -> N
         await ledger.usage(kind="stt")  # type: ignore[arg-type]
 
 
+async def test_llm_usage_is_recorded_with_its_tokens_and_filtered_by_kind(ledger: Ledger, backend: Backend) -> None:
+    _, key = await ledger.create_key("robot", 100_000_000)
+    await ledger.record_usage(tts(key.key_id, "t1"))
+    rec, new = await ledger.record_usage(llm(key.key_id, "llm:1", tokens_in=1000, tokens_out=500))
+    est, _ = await ledger.record_usage(
+        llm(key.key_id, "llm:2", model="deepseek-chat-x", tokens_in=7, tokens_out=3, estimated=True, route="deepseek")
+    )
+    assert new and rec.cost_uomcu == 21_000_000  # 1000 x 7 OMCU/M + 500 x 28 OMCU/M
+    assert est.cost_uomcu == 18_200  # (7 x 1400 + 3 x 2800) / 10^6 OMCU, in µOMCU
+    assert await ledger.balance(key.account_id) == 100_000_000 - 330_000 - 21_000_000 - 18_200
+    assert rec.to_json() == {
+        "id": rec.id,
+        "idempotency_key": "llm:1",
+        "key_id": key.key_id,
+        "account_id": key.account_id,
+        "kind": "llm",
+        "provider": "openai",
+        "engine": "openai",
+        "quantity": 1500,
+        "unit": "token",
+        "unit_price_uomcu": 7_000_000_000,
+        "cost": 21.0,
+        "cost_uomcu": 21_000_000,
+        "received_seconds": None,
+        "upstream_characters": None,
+        "created": rec.created,
+        "model": "gpt-4o-mini",
+        "input_tokens": 1000,
+        "output_tokens": 500,
+        "output_unit_price_uomcu": 28_000_000_000,
+        "estimated": False,
+    }
+    assert rec.quantity == 1500 and rec.unit == "token"
+    stored = await ledger.usage(kind="llm")
+    assert stored == [est, rec]
+    assert stored[0].estimated is True and stored[1].estimated is False
+    assert [r.kind for r in await ledger.usage()] == ["llm", "llm", "tts"]
+    # The same event again bills once.
+    again, new_again = await ledger.record_usage(llm(key.key_id, "llm:1", tokens_in=1000, tokens_out=500))
+    assert not new_again and again == rec
+    rows = await backend.fetch("SELECT model, input_tokens, output_tokens, estimated FROM usage ORDER BY id")
+    assert [tuple(r) for r in rows][1:] == [("gpt-4o-mini", 1000, 500, False), ("deepseek-chat-x", 7, 3, True)]
+
+
+async def test_llm_usage_settles_a_reservation(ledger: Ledger) -> None:
+    _, key = await ledger.create_key("robot", 50_000_000)
+    assert await ledger.reserve("llm:r", key_id=key.key_id, want_uomcu=40_000_000, ttl_s=30) == 40_000_000
+    assert await ledger.available(key.account_id) == 10_000_000
+    rec, new = await ledger.settle("llm:r", llm(key.key_id, "llm:r", tokens_in=100, tokens_out=10))
+    assert new and rec is not None and rec.cost_uomcu == 980_000
+    assert await ledger.available(key.account_id) == await ledger.balance(key.account_id) == 49_020_000
+
+
 # ---------------------------------------------------------------- concurrency across replicas
 
 
@@ -896,6 +949,85 @@ def test_usage_in_validation() -> None:
         UsageIn.asr(PRICES, idempotency_key="i", key_id="k", provider="nope", engine="e", audio_ms=1)
     with pytest.raises(ValueError):
         UsageIn.tts(PRICES, idempotency_key="i", key_id="k", provider="riva", engine="e", characters=-1)
+    with pytest.raises(ValueError, match="no model, tokens or estimated flag"):
+        UsageIn(**{**good, "model": "gpt-4o"})  # type: ignore[arg-type]
+
+
+def test_llm_usage_in_validation() -> None:
+    good = dict(
+        idempotency_key="i",
+        key_id="k",
+        kind="llm",
+        provider="openai",
+        engine="openai",
+        unit_price_uomcu=7_000_000_000,
+        cost_uomcu=21_000_000,
+        model="gpt-4o-mini",
+        input_tokens=1000,
+        output_tokens=500,
+        output_unit_price_uomcu=28_000_000_000,
+        estimated=False,
+    )
+    UsageIn(**good)  # type: ignore[arg-type]
+    bad_changes = [
+        {"cost_uomcu": 20_999_999},  # does not match the unit prices and tokens
+        {"cost_uomcu": 21_000_001},
+        {"model": None},
+        {"model": ""},
+        {"model": "m" * 201},
+        {"model": "bad\nname"},
+        {"input_tokens": None},
+        {"input_tokens": -1},
+        {"output_tokens": 1.5},
+        {"output_tokens": True},
+        {"output_unit_price_uomcu": None},
+        {"estimated": None},
+        {"estimated": 1},
+        {"audio_ms": 5},
+        {"received_ms": 5},
+        {"characters": 5},
+        {"upstream_characters": 5},
+    ]
+    for change in bad_changes:
+        with pytest.raises(ValueError):
+            UsageIn(**{**good, **change})  # type: ignore[arg-type]
+    made = UsageIn.llm(
+        PRICES,
+        idempotency_key="i",
+        key_id="k",
+        provider="openai",
+        engine="openai",
+        model="gpt-4o-mini-2024-07-18",
+        input_tokens=1000,
+        output_tokens=500,
+        estimated=True,
+    )
+    assert (made.unit_price_uomcu, made.output_unit_price_uomcu, made.cost_uomcu) == (7 * 10**9, 28 * 10**9, 21 * 10**6)
+    free = UsageIn.llm(
+        PRICES,
+        idempotency_key="i",
+        key_id="k",
+        provider="ollama",
+        engine="ollama",
+        model="llama3.2",
+        input_tokens=10**6,
+        output_tokens=10**6,
+        estimated=False,
+        free=True,
+    )
+    assert (free.unit_price_uomcu, free.output_unit_price_uomcu, free.cost_uomcu) == (0, 0, 0)
+    with pytest.raises(ValueError, match="no LLM price for model 'unpriced'"):
+        UsageIn.llm(
+            PRICES,
+            idempotency_key="i",
+            key_id="k",
+            provider="openai",
+            engine="openai",
+            model="unpriced",
+            input_tokens=1,
+            output_tokens=1,
+            estimated=False,
+        )
 
 
 def test_timestamps() -> None:

@@ -19,7 +19,7 @@ from speech.metering import open_ledger, redact_target
 from speech.metering.ledger import Ledger
 from speech.metering.schema import MIGRATIONS, SCHEMA_VERSION
 from speech.metering.sqlite import SqliteLedger
-from tests.metering.conftest import fresh_pg_database, pg_url, run_in_thread, tts
+from tests.metering.conftest import fresh_pg_database, llm, pg_url, run_in_thread, tts
 
 
 def raw(path: Path | str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
@@ -41,7 +41,7 @@ async def test_sqlite_open_sets_pragmas_and_schema(tmp_path: Path) -> None:
     assert (await (await conn.execute("PRAGMA busy_timeout")).fetchone())[0] == 5000
     await led.close()
     assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"accounts", "api_keys", "usage", "reservations", "stream_leases", "rate_counters"}
 
@@ -88,12 +88,14 @@ async def test_sqlite_quantities_and_money_stored_as_integers(tmp_path: Path) ->
 
 
 def _old_database(path: Path, version: int) -> tuple[str, str]:
-    """A ledger file as schema ``version`` (1 or 2) left it: two keys (one
-    revoked) and their usage. Returns the two secrets."""
+    """A ledger file as schema ``version`` (1, 2 or 3) left it: two keys (one
+    revoked) and their usage. Returns the two secrets. (Version 3 is the
+    version 2 file migrated by the version 3 migration, as a gateway of that
+    version left it.)"""
     alice, bob = keymod.generate_key(), keymod.generate_key()
     a_id, b_id = keymod.parse_key(alice), keymod.parse_key(bob)
     with closing(sqlite3.connect(path)) as conn:
-        for migration in MIGRATIONS[:version]:
+        for migration in MIGRATIONS[: min(version, 2)]:
             for statement in migration:
                 conn.execute(statement)
         conn.execute(
@@ -118,12 +120,15 @@ def _old_database(path: Path, version: int) -> tuple[str, str]:
             "50000000, 500, '2025-01-02T00:00:01.000Z')",
             (b_id,),
         )
+        if version == 3:
+            for statement in MIGRATIONS[2]:
+                conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version}")
         conn.commit()
     return alice, bob
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_sqlite_old_database_is_migrated_and_keeps_its_data(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     alice, bob = _old_database(path, version)
@@ -156,6 +161,11 @@ async def test_sqlite_old_database_is_migrated_and_keeps_its_data(tmp_path: Path
         assert await led.balance(f"acct_{a_id}") == 5_000_000 - 330_000
         _, extra = await led.create_key("second", account_id=f"acct_{a_id}")
         assert extra.account_id == f"acct_{a_id}"
+        # v4: LLM usage is stored next to the old kinds.
+        llm_rec, _ = await led.record_usage(llm(a_id, "chat:1", model="gpt-4o-mini", tokens_in=10, tokens_out=20))
+        assert (llm_rec.id, llm_rec.kind, llm_rec.input_tokens, llm_rec.output_tokens) == (11, "llm", 10, 20)
+        assert [r.kind for r in await led.usage(kind="llm")] == ["llm"]
+        assert (await led.usage(kind="tts"))[-1].model is None
         fk = await (await led._conn.execute("PRAGMA foreign_keys")).fetchone()
         assert fk[0] == 1  # switched back on after the migration
     assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
@@ -212,11 +222,56 @@ async def test_postgres_concurrent_opens_of_a_fresh_database(pg_fresh: str) -> N
         finally:
             await conn.close()
 
-    assert await versions() == [PG_VERSION] == [1]
+    assert await versions() == [PG_VERSION] == [2]
     # Reopening is a no-op.
     led = await open_ledger(pg_fresh)
     await led.close()
-    assert await versions() == [1]
+    assert await versions() == [2]
+
+
+async def test_postgres_version_1_database_is_migrated_and_keeps_its_data(pg_fresh: str) -> None:
+    import asyncpg
+
+    from speech.metering.pg_schema import MIGRATIONS as PG_MIGRATIONS
+
+    secret = keymod.generate_key()
+    key_id = keymod.parse_key(secret)
+    conn = await asyncpg.connect(pg_fresh)
+    try:
+        async with conn.transaction():
+            for statement in PG_MIGRATIONS[0]:
+                await conn.execute(statement)
+            await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            await conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+            await conn.execute("INSERT INTO accounts VALUES ('acct_a', 'alice', 5000000, '2025-01-01T00:00:00.000Z')")
+            await conn.execute(
+                "INSERT INTO api_keys (key_id, key_hash, account_id, name, created) "
+                "VALUES ($1, $2, 'acct_a', 'alice', '2025-01-01T00:00:00.000Z')",
+                key_id,
+                keymod.hash_key(secret),
+            )
+            await conn.execute(
+                "INSERT INTO usage (idempotency_key, key_id, account_id, kind, provider, engine, characters, "
+                "unit_price_uomcu, cost_uomcu, created, upstream_characters) "
+                "VALUES ('t:1', $1, 'acct_a', 'tts', 'riva', 'local', 3, 0, 0, '2025-01-01T00:00:01.000Z', 4)",
+                key_id,
+            )
+    finally:
+        await conn.close()
+    async with await open_ledger(pg_fresh) as led:
+        (old,) = await led.usage()
+        assert (old.id, old.kind, old.characters, old.upstream_characters, old.model) == (1, "tts", 3, 4, None)
+        rec, _ = await led.record_usage(llm(key_id, "chat:1", model="deepseek-chat", tokens_in=1000, tokens_out=10))
+        assert (rec.id, rec.estimated, rec.cost_uomcu) == (2, False, 1_400_000 + 28_000)
+        assert [r.idempotency_key for r in await led.usage(kind="llm")] == ["chat:1"]
+        assert await led.balance("acct_a") == 5_000_000 - 1_428_000
+    conn = await asyncpg.connect(pg_fresh)
+    try:
+        assert await conn.fetchval("SELECT version FROM schema_version") == 2
+        with pytest.raises(asyncpg.exceptions.CheckViolationError):  # the new shape check holds
+            await conn.execute("UPDATE usage SET model = 'x' WHERE kind = 'tts'")
+    finally:
+        await conn.close()
 
 
 async def test_postgres_newer_schema_is_refused(pg_fresh: str) -> None:

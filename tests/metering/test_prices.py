@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from speech.errors import ConfigError
-from speech.metering.prices import MAX_UOMCU, PriceTable, format_omcu, parse_omcu
+from speech.metering.prices import MAX_UOMCU, PriceTable, format_omcu, llm_cost_from_unit, parse_omcu
 from speech.settings import ASR_ROUTES, TTS_ROUTES, PriceSettings
 
 
@@ -161,3 +161,54 @@ def test_parse_omcu(value, micro):
 def test_parse_omcu_rejects(value, message):
     with pytest.raises(ValueError, match=message):
         parse_omcu(value)
+
+
+# ---------------------------------------------------------------- LLM
+
+
+def test_llm_prices_are_the_seed_table(prices):
+    assert prices.llm_unit_prices("gpt-4o") == (42_500_000_000, 170_000_000_000)
+    assert prices.llm_unit_prices("deepseek-chat") == (1_400_000_000, 2_800_000_000)
+    assert prices.llm_unit_prices("gemini-2.5-flash") == (3_000_000_000, 25_000_000_000)
+    assert set(prices.llm_input) == set(prices.llm_output)
+
+
+def test_llm_price_is_the_longest_matching_prefix(prices):
+    assert prices.llm_unit_prices("gpt-4o-mini-2024-07-18") == prices.llm_unit_prices("gpt-4o-mini")
+    assert prices.llm_unit_prices("gpt-4o-2024-08-06") == (42_500_000_000, 170_000_000_000)
+    assert prices.llm_unit_prices("gemini-2.5-flash-lite") == (1_000_000_000, 4_000_000_000)
+    assert prices.llm_unit_prices("gpt-5.1-chat") == (25_000_000_000, 200_000_000_000)
+    assert prices.llm_unit_prices("gpt-5.2") == (35_000_000_000, 280_000_000_000)
+    # Unpriced: no key is a prefix (matching is case-sensitive and from the start).
+    for model in ("gemini-3.5-flash", "GPT-4O", "my-gpt-4o", "gpt-4"):
+        assert prices.llm_unit_prices(model) is None
+
+
+def test_llm_cost_rounds_up_once_per_request():
+    # 1 token in at 1 µOMCU/M + 1 token out at 1 µOMCU/M = 2e-6 µOMCU -> 1 µOMCU.
+    assert llm_cost_from_unit(1, 1, 1, 1) == 1
+    assert llm_cost_from_unit(0, 0, 10**6, 10**6) == 0
+    # gpt-4o-mini: 1000 in (7 OMCU/M) + 500 out (28 OMCU/M) = 0.007 + 0.014 OMCU.
+    assert llm_cost_from_unit(7_000_000_000, 28_000_000_000, 1000, 500) == 21_000_000
+    # One rounding for the sum: 0.5 + 0.5 µOMCU is 1, not 2.
+    assert llm_cost_from_unit(500_000, 500_000, 1, 1) == 1
+
+
+def test_llm_prices_need_both_directions():
+    with pytest.raises(ConfigError, match=r"'my-model' has an input price but no output price"):
+        PriceTable.from_settings(
+            PriceSettings(llm_input_per_million_tokens={"my-model": Decimal(1)}, llm_output_per_million_tokens={})
+        )
+    with pytest.raises(ConfigError, match=r"'m' has an output price but no input price"):
+        PriceTable.from_settings(
+            PriceSettings(llm_input_per_million_tokens={}, llm_output_per_million_tokens={"m": Decimal(1)})
+        )
+    with pytest.raises(ValueError, match="both an input and an output price"):
+        PriceTable(llm_input={"a": 1}, llm_output={})
+    with pytest.raises(ConfigError, match=r"prices\.llm_output_per_million_tokens\.gpt-4o"):
+        PriceTable.from_settings(
+            PriceSettings(
+                llm_input_per_million_tokens={"gpt-4o": Decimal(1)},
+                llm_output_per_million_tokens={"gpt-4o": Decimal("0.0000001")},
+            )
+        )
