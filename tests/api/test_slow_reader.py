@@ -56,6 +56,19 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+async def settle(pid: int, *, still_s: float = 3.0, within_s: float = 60.0) -> None:
+    """Wait until the gateway's RSS has moved less than 2 MB for ``still_s``
+    (the stalled clients have filled every buffer they can)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + within_s
+    mark, since = rss_mb(pid), loop.time()
+    while loop.time() - since < still_s and loop.time() < give_up:
+        await asyncio.sleep(0.25)
+        now = rss_mb(pid)
+        if abs(now - mark) >= 2:
+            mark, since = now, loop.time()
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     tmp = tmp_path_factory.mktemp("slow-reader")
@@ -158,7 +171,7 @@ async def test_memory_stays_flat_with_stalled_readers_among_busy_clients(gateway
     await phase()  # warm up: engines and allocator reach their working size
     writers = [await stalled_http(gateway.port, stalled_key) for _ in range(2)]
     sockets = [await stalled_ws(gateway.port, stalled_key) for _ in range(2)]
-    await asyncio.sleep(3)  # they fill every buffer they can, then wait
+    await settle(pid)  # they fill every buffer they can, then wait
     stalled_alone = await quiet(8)
     await phase()  # many clients served while the stalled ones hang on
     after_load = await quiet(5)
