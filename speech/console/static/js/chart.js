@@ -37,10 +37,15 @@ export function barChart({ label, days, series, format }) {
     "aria-label": label,
     "data-max": top,
   });
+  let previous = null;
   for (const frac of [0, 0.5, 1]) {
     const gy = y(top * frac);
+    const tick = format(top * frac);
     root.append(svg("line", { x1: M.left, x2: W - M.right, y1: gy, y2: gy, class: "grid" }));
-    root.append(svg("text", { x: M.left - 6, y: gy + 4, class: "axis", "text-anchor": "end" }, format(top * frac)));
+    if (tick !== previous) {
+      root.append(svg("text", { x: M.left - 6, y: gy + 4, class: "axis", "text-anchor": "end" }, tick));
+    }
+    previous = tick;
   }
   const slot = plotW / Math.max(1, days.length);
   const barW = Math.max(1, Math.min(22, slot * 0.72));

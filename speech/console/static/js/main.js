@@ -32,7 +32,8 @@ function show(view) {
   if (name === "admin") admin.refresh();
 }
 
-async function checkKey() {
+// The header's key line; ``fresh``: a key was just entered, so earlier errors go.
+async function checkKey(fresh = false) {
   const line = $("#key-status");
   if (!credentials.apiKey) {
     status(line, "none", "No key entered");
@@ -42,7 +43,7 @@ async function checkKey() {
   try {
     const b = await api.balance();
     status(line, "ok", `${shortKey(credentials.apiKey)} · ${b.name} · ${b.balance_omcu} OMCU`);
-    clearBanner("error");
+    if (fresh) clearBanner("error");
   } catch (err) {
     status(line, "bad", err.status === 401 ? "Key refused" : "Could not check the key");
     banner("error", explain(err));
@@ -51,7 +52,7 @@ async function checkKey() {
 
 function useKey(key, view) {
   credentials.apiKey = key;
-  checkKey();
+  checkKey(true);
   if (view) location.hash = `#${view}`;
   else if (document.body.dataset.view === "account") account.refresh();
 }

@@ -8,8 +8,8 @@ import { $, banner, clearBanner, el, formatNumber, status } from "./ui.js";
 const FAILURES = {
   key: (reason) => `The API key was refused: ${reason}. Enter a valid key above and press Start again.`,
   balance: (reason) =>
-    `Balance exhausted: ${reason}. The stream was stopped; top up the account (Admin view, or ` +
-    "`speech keys top-up`) and press Start again.",
+    `Balance exhausted: ${reason}. The stream was stopped; top up the account ` +
+    "(Admin view, or speech accounts top-up) and press Start again.",
   route: (reason) => `This route is not served: ${reason}.`,
   protocol: (reason) => `The gateway closed the stream: ${reason}.`,
 };
@@ -42,6 +42,7 @@ export function initMicView({ onStopped }) {
         interim.hidden = false;
         break;
       case "interim":
+        interim.dataset.count = String(Number(interim.dataset.count || 0) + 1);
         interim.textContent = event.text;
         interim.hidden = false;
         break;
@@ -53,7 +54,7 @@ export function initMicView({ onStopped }) {
             "p",
             { class: "final", dataset: { connection, utterance: event.utterance } },
             el("span", { class: "stamp" }, `${formatNumber(event.start, 1)} s`),
-            event.asr_reply,
+            el("span", { class: "text" }, event.asr_reply),
           ),
         );
         transcript.scrollTop = transcript.scrollHeight;
@@ -86,8 +87,9 @@ export function initMicView({ onStopped }) {
       status(line, "reconnecting", text);
       banner("warn", text);
     } else if (state === "failed") {
-      const message = (FAILURES[detail.kind] || FAILURES.protocol)(detail.reason || `close code ${detail.code}`);
-      status(line, "failed", message);
+      const reason = detail.reason || `close code ${detail.code}`;
+      const message = (FAILURES[detail.kind] || FAILURES.protocol)(reason);
+      status(line, "failed", `Stopped: ${reason}`);
       banner("error", message);
       stop(false);
     } else if (state === "closed") {
@@ -120,7 +122,7 @@ export function initMicView({ onStopped }) {
     } catch (err) {
       socket = null;
       mic = null;
-      status(line, "failed", err.message);
+      status(line, "failed", "The microphone is not available.");
       banner("error", err.message);
       startBtn.disabled = false;
       routeSel.disabled = false;
