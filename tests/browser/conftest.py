@@ -12,6 +12,7 @@ Screenshots go to ``test-output/console/`` (gitignored) for review.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -134,3 +135,37 @@ def text(driver: Any, selector: str) -> str:
 def severe_logs(driver: Any) -> list[str]:
     """The browser console's errors since the last call."""
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+class LogLines(logging.Handler):
+    """Every line the gateway logs (uvicorn's access and error logs, ours).
+    Attach after the server started: uvicorn's logging set-up replaces the
+    handlers of its loggers."""
+
+    NAMES = ("uvicorn.access", "uvicorn.error", "speech", "")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    def attach(self) -> None:
+        for name in self.NAMES:
+            logging.getLogger(name).addHandler(self)
+
+    def detach(self) -> None:
+        for name in self.NAMES:
+            logging.getLogger(name).removeHandler(self)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def gateway_logs() -> Iterator[LogLines]:
+    capture = LogLines()
+    yield capture
+    capture.detach()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.api.streaming import normalize, wer
-from tests.browser.conftest import launch, screenshot, severe_logs, text, wait_for
+from tests.browser.conftest import LogLines, launch, screenshot, severe_logs, text, wait_for
 from tests.conftest import SAMPLES, RunningServer, start_server, stop_server, with_local
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -97,8 +97,11 @@ def stop_mic(driver: Any) -> None:
 # ---------------------------------------------------------------- microphone and account
 
 
-def test_spoken_words_appear_and_the_usage_chart_reflects_the_stream(chrome: Any, make_server: Any) -> None:
+def test_spoken_words_appear_and_the_usage_chart_reflects_the_stream(
+    chrome: Any, make_server: Any, gateway_logs: LogLines
+) -> None:
     srv = make_server()
+    gateway_logs.attach()
     key = new_key(srv)
     open_console(chrome, srv, "mic", key)
     # The key is kept in sessionStorage only, and the field is emptied.
@@ -158,6 +161,12 @@ def test_spoken_words_appear_and_the_usage_chart_reflects_the_stream(chrome: Any
     assert "google" in rows[0].text
     screenshot(chrome, "account")
     assert severe_logs(chrome) == []
+    # The websocket carried the key in its query string; the logs never show it.
+    assert (
+        "api_key=[REDACTED]" in gateway_logs.text
+        and key not in gateway_logs.text
+        and key.split("_")[2] not in gateway_logs.text
+    )
 
 
 def test_reconnects_by_itself_when_the_connection_drops(chrome: Any, make_server: Any, engines: Any) -> None:
@@ -222,8 +231,11 @@ def test_text_to_speech_plays_to_the_end_with_the_time_to_first_audio(chrome: An
 # ---------------------------------------------------------------- admin
 
 
-def test_admin_view_lists_keys_with_limits_tops_up_creates_and_revokes(chrome: Any, make_server: Any) -> None:
+def test_admin_view_lists_keys_with_limits_tops_up_creates_and_revokes(
+    chrome: Any, make_server: Any, gateway_logs: LogLines
+) -> None:
     srv = make_server({"admin.token": ADMIN})
+    gateway_logs.attach()
 
     async def seed() -> tuple[Any, Any]:
         ledger = await srv.ledger()
@@ -289,6 +301,7 @@ def test_admin_view_lists_keys_with_limits_tops_up_creates_and_revokes(chrome: A
     assert text(chrome, "#balance-amount") == "5"
     assert "new team" in text(chrome, "#key-status")
     severe_logs(chrome)  # the refused token logged a 401: expected
+    assert ADMIN not in gateway_logs.text and secret not in gateway_logs.text
 
 
 # ---------------------------------------------------------------- errors
