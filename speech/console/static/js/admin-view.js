@@ -157,7 +157,7 @@ export function initAdminView({ useKey }) {
     } catch (err) {
       panel.hidden = true;
       fail(err);
-      if (err.status === 401) credentials.adminToken = "";
+      if (err.status === 401 || err.status === 503) credentials.adminToken = "";
     }
   }
 
@@ -184,6 +184,7 @@ export function initAdminView({ useKey }) {
       const res = await api.admin.createAccount(name, balance);
       showSecret(`New account ${res.account.name} (${res.account.account_id}), first key ${res.key.key_id}`, res.key.api_key);
       $("#admin-new-name").value = "";
+      $("#admin-new-balance").value = "";
       await load();
     } catch (err) {
       fail(err);
