@@ -94,12 +94,15 @@ class RunningServer:
         return await open_ledger(self.db)
 
 
-def start_server(settings: Settings, engines: Engines | None, close_engines: bool = False) -> RunningServer:
+def start_server(
+    settings: Settings, engines: Engines | None, close_engines: bool = False, port: int = 0
+) -> RunningServer:
+    """``port`` 0 picks a free port; another reuses one (a gateway restart)."""
     app = create_app(settings, engines=engines, close_engines=close_engines)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         ws="websockets-sansio",
         ws_max_size=settings.server.ws_max_size,
         log_level="info",

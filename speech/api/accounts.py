@@ -13,6 +13,7 @@ default token; without one the admin API answers 503):
 
 * ``POST /api/admin/accounts`` ``{"name", "balance"}`` -> account and its first key;
 * ``GET /api/admin/accounts``; ``POST /api/admin/accounts/{id}/top_up`` ``{"amount"}``;
+* ``GET /api/admin/keys`` (every key, or one account's with ``?account_id=``);
 * ``POST /api/admin/accounts/{id}/keys`` ``{"name", "expires"?, "max_streams"?, "rpm"?}``;
 * ``PATCH /api/admin/keys/{key_id}`` ``{"expires"?, "max_streams"?, "rpm"?}`` (null removes a limit);
 * ``POST /api/admin/keys/{key_id}/revoke``;
@@ -184,6 +185,13 @@ async def admin_create_account(request: Request) -> JSONResponse:
 async def admin_list_accounts(request: Request) -> JSONResponse:
     gateway = _require_admin(request)
     return JSONResponse({"accounts": [_account_json(a) for a in await gateway.ledger.list_accounts()]})
+
+
+async def admin_list_keys(request: Request) -> JSONResponse:
+    """Every key (of one account with ``?account_id=``), revoked ones included."""
+    gateway = _require_admin(request)
+    keys = await gateway.ledger.list_keys(request.query_params.get("account_id") or None)
+    return JSONResponse({"api_keys": [key_json(k) for k in keys]})
 
 
 async def admin_top_up(request: Request) -> JSONResponse:

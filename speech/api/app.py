@@ -21,6 +21,7 @@ from speech.api import account, accounts, asr_ws, chat, openai_audio, tts_http, 
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
 from speech.api.streams import StreamRegistry
+from speech.console import console_routes
 from speech.errors import SpeechError
 from speech.metering import open_ledger
 from speech.metering.ledger import Ledger
@@ -81,11 +82,13 @@ def create_app(
         Route("/healthz", health, methods=["GET"]),
         Route("/api/core/account/balance", account.balance, methods=["GET"]),
         Route("/api/core/account/usage", account.usage, methods=["GET"]),
+        Route("/api/core/account/usage/daily", account.usage_daily, methods=["GET"]),
         Route("/api/core/api_keys", accounts.list_keys, methods=["GET"]),
         Route("/api/core/api_keys/create", accounts.create_key, methods=["POST"]),
         Route("/api/core/api_keys/delete", accounts.delete_key, methods=["POST"]),
         Route("/api/admin/accounts", accounts.admin_list_accounts, methods=["GET"]),
         Route("/api/admin/accounts", accounts.admin_create_account, methods=["POST"]),
+        Route("/api/admin/keys", accounts.admin_list_keys, methods=["GET"]),
         Route("/api/admin/accounts/{account_id}/top_up", accounts.admin_top_up, methods=["POST"]),
         Route("/api/admin/accounts/{account_id}/keys", accounts.admin_create_key, methods=["POST"]),
         Route("/api/admin/keys/{key_id}", accounts.admin_update_key, methods=["PATCH"]),
@@ -99,6 +102,7 @@ def create_app(
         WebSocketRoute("/api/core/{provider}/asr", asr_ws.asr_endpoint),
         WebSocketRoute("/api/core/{provider}/tts/stream-input", tts_ws.tts_ws_endpoint),
         WebSocketRoute("/", asr_ws.asr_endpoint),
+        *console_routes(),
     ]
     return Starlette(
         routes=routes,

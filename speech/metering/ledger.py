@@ -521,6 +521,39 @@ class UsageRecord:
         return out
 
 
+@dataclass(frozen=True)
+class DailyUsage:
+    """One account's usage of one kind on one UTC day, summed (:meth:`Ledger.usage_by_day`).
+
+    ``audio_ms`` is the ASR total and ``characters`` the TTS total; a kind
+    that has neither (one added later) has both ``None`` and still its cost.
+    """
+
+    day: str  # YYYY-MM-DD, UTC
+    kind: str
+    records: int
+    audio_ms: int | None
+    characters: int | None
+    cost_uomcu: int
+
+    def to_json(self) -> dict[str, Any]:
+        quantity: float | int | None = None
+        unit: str | None = None
+        if self.audio_ms is not None:
+            quantity, unit = self.audio_ms / 1000, "second"
+        elif self.characters is not None:
+            quantity, unit = self.characters, "character"
+        return {
+            "day": self.day,
+            "kind": self.kind,
+            "records": self.records,
+            "quantity": quantity,
+            "unit": unit,
+            "cost": _micro_to_float(self.cost_uomcu),
+            "cost_uomcu": self.cost_uomcu,
+        }
+
+
 # ---------------------------------------------------------------- interface
 
 
@@ -738,6 +771,14 @@ class Ledger(abc.ABC):
         or datetimes.
         """
 
+    @abc.abstractmethod
+    async def usage_by_day(
+        self, *, account_id: str, since: str | datetime, until: str | datetime | None = None
+    ) -> list[DailyUsage]:
+        """The account's usage summed per UTC day and kind, oldest day first,
+        from ``since`` (inclusive) to ``until`` (exclusive; default: no end).
+        Days without usage are absent. One grouped query, however many records."""
+
     # ------------------------------------------------------------ limits
 
     @abc.abstractmethod
@@ -781,6 +822,7 @@ __all__ = [
     "UNSET",
     "Account",
     "ApiKey",
+    "DailyUsage",
     "Kind",
     "Ledger",
     "PostgresLedger",

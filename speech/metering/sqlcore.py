@@ -49,6 +49,7 @@ from speech.metering.ledger import (
     Account,
     ApiKey,
     Clock,
+    DailyUsage,
     Kind,
     Ledger,
     UsageIn,
@@ -626,6 +627,32 @@ class SqlLedger(Ledger):
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [row_to_usage(r) for r in await self._read_all(sql, params)]
+
+    async def usage_by_day(
+        self, *, account_id: str, since: str | datetime, until: str | datetime | None = None
+    ) -> list[DailyUsage]:
+        check_label(account_id, "account_id", MAX_ID_LENGTH)
+        # Timestamps are fixed-width ISO text, so the UTC day is their first 10 characters.
+        sql = (
+            "SELECT SUBSTR(created, 1, 10) AS day, kind, COUNT(*), SUM(audio_ms), SUM(characters), SUM(cost_uomcu) "
+            "FROM usage WHERE account_id = ? AND created >= ?"
+        )
+        params: list[Any] = [account_id, parse_timestamp(since)]
+        if until is not None:
+            sql += " AND created < ?"
+            params.append(parse_timestamp(until))
+        sql += " GROUP BY SUBSTR(created, 1, 10), kind ORDER BY day, kind"
+        return [
+            DailyUsage(
+                day=str(r[0]),
+                kind=str(r[1]),
+                records=int(r[2]),
+                audio_ms=None if r[3] is None else int(r[3]),
+                characters=None if r[4] is None else int(r[4]),
+                cost_uomcu=int(r[5]),
+            )
+            for r in await self._read_all(sql, params)
+        ]
 
     # ------------------------------------------------------------ limits
 
