@@ -56,9 +56,10 @@ from speech.pipeline.session import (
     SessionFailed,
     SpeechAudio,
     SpeechEnded,
+    SpeechPaused,
     SpeechStarted,
 )
-from speech.providers.base import RecognitionConfig, Transcript
+from speech.providers.base import PAUSE, RecognitionConfig, Transcript
 from speech.providers.failover import FailoverRecognizer
 from speech.settings import Settings, VadSettings
 
@@ -114,6 +115,8 @@ def session_config(settings: Settings, query: QueryParams) -> SessionConfig:
         max_invalid_frames=settings.limits.max_invalid_frames,
         encoding=encoding,
         channels=int(channels),
+        # Recognizers that can start decoding at a pause get a hint (PAUSE).
+        pause_events=True,
     )
 
 
@@ -244,6 +247,9 @@ class Connection:
                 if pcm:
                     utt.forwarded_bytes += len(pcm)
                     utt.queue.put_nowait(pcm)
+        elif isinstance(event, SpeechPaused):
+            if self.open is not None and self.open.index == event.utterance:
+                self.open.queue.put_nowait(PAUSE)
         elif isinstance(event, SpeechStarted):
             await self._begin(event)
         elif isinstance(event, SpeechEnded):

@@ -10,6 +10,9 @@ Events:
 
 * :class:`SpeechStarted` - an utterance opened; open a recognizer stream.
 * :class:`SpeechAudio` - 16 kHz PCM16 for the open utterance, in order.
+* :class:`SpeechPaused` - (with ``pause_events``) the open utterance has
+  forwarded its tail and waits for the silence window: its audio so far is
+  final unless speech resumes; a recognizer may start decoding now.
 * :class:`SpeechEnded` - the utterance is complete; ``forwarded_ms`` is
   exactly the audio sent in ``SpeechAudio`` events, ``received_ms`` the client
   audio received since the previous utterance ended.
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from speech.errors import InvalidFrame, ProtocolViolation, SpeechError
 from speech.pipeline import codecs, frames
 from speech.pipeline.resample import PIPELINE_RATE, StreamResampler
-from speech.pipeline.vad import UtteranceAudio, UtteranceEnded, UtteranceStarted, VadSegmenter
+from speech.pipeline.vad import UtteranceAudio, UtteranceEnded, UtterancePaused, UtteranceStarted, VadSegmenter
 from speech.settings import VadSettings
 
 
@@ -40,6 +43,7 @@ class SessionConfig:
     max_invalid_frames: int = 10
     encoding: str = "linear16"  # "linear16" | "mulaw" | "alaw"
     channels: int = 1  # 2 = interleaved stereo, downmixed to mono
+    pause_events: bool = False  # emit SpeechPaused (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,11 @@ class SpeechStarted:
     utterance: int
     start_ms: int
     language_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    utterance: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +103,15 @@ class KeptAlive:
 
 
 SessionEvent = (
-    SpeechStarted | SpeechAudio | SpeechEnded | FrameRejected | SessionFailed | CloseRequested | Configured | KeptAlive
+    SpeechStarted
+    | SpeechAudio
+    | SpeechPaused
+    | SpeechEnded
+    | FrameRejected
+    | SessionFailed
+    | CloseRequested
+    | Configured
+    | KeptAlive
 )
 
 # Config-frame fields the session applies itself; any other field is handed
@@ -119,7 +136,7 @@ class AsrSession:
         self.channels = config.channels
         self.language_code = config.language_code
         self._resampler = StreamResampler(self.rate)
-        self._vad = VadSegmenter(config.vad, is_speech)
+        self._vad = VadSegmenter(config.vad, is_speech, pause_events=config.pause_events)
         self._invalid_run = 0
         self._received_us = 0  # client audio received, microseconds
         self._received_at_last_end = 0
@@ -246,6 +263,8 @@ class AsrSession:
                 out.append(SpeechAudio(ev.index, ev.pcm))
             elif isinstance(ev, UtteranceStarted):
                 out.append(SpeechStarted(ev.index, ev.start_ms, self.language_code))
+            elif isinstance(ev, UtterancePaused):
+                out.append(SpeechPaused(ev.index))
             elif isinstance(ev, UtteranceEnded):
                 received = (self._received_us - self._received_at_last_end) // 1000
                 self._received_at_last_end = self._received_us

@@ -17,7 +17,13 @@ What is forwarded to the recognizer:
 * pauses shorter than ``silence_ms`` inside an utterance (held while
   STOPPING, released when speech resumes);
 * at the end, only the first ``tail_ms`` of the closing silence; the rest
-  is never sent. Silence between utterances is never sent.
+  is never sent. Silence between utterances is never sent. Those tail frames
+  are forwarded as soon as they arrive (whether speech resumes or the
+  utterance ends, they are sent either way), and once they are all out and
+  half the silence window has passed, an :class:`UtterancePaused` event
+  (``pause_events``) says "nothing more until speech resumes or the window
+  closes": a recognizer may start decoding then, and its result is the final
+  one if the utterance ends without more audio.
 * an utterance reaching ``max_utterance_ms`` of forwarded audio is closed
   (reason ``max_length``) and the next frame opens a new one without pre-roll,
   so no audio is sent twice and none is lost. :meth:`VadSegmenter.cap_open`
@@ -68,7 +74,14 @@ class UtteranceEnded:
     reason: str  # "silence" | "max_length" | "budget" | "finalize" | "flush"
 
 
-VadEvent = UtteranceStarted | UtteranceAudio | UtteranceEnded
+@dataclass(frozen=True, slots=True)
+class UtterancePaused:
+    """The open utterance's audio so far is all it will have if the silence goes on."""
+
+    index: int
+
+
+VadEvent = UtteranceStarted | UtteranceAudio | UtteranceEnded | UtterancePaused
 
 
 def webrtc_scorer(mode: int) -> Callable[[bytes], bool]:
@@ -83,7 +96,9 @@ def webrtc_scorer(mode: int) -> Callable[[bytes], bool]:
 
 
 class VadSegmenter:
-    def __init__(self, params: VadSettings, is_speech: Callable[[bytes], bool] | None = None) -> None:
+    def __init__(
+        self, params: VadSettings, is_speech: Callable[[bytes], bool] | None = None, *, pause_events: bool = False
+    ) -> None:
         if params.frame_ms not in (10, 20, 30):
             raise ValueError("frame_ms must be 10, 20 or 30")
         self.params = params
@@ -92,6 +107,7 @@ class VadSegmenter:
         self._frame_bytes = params.frame_ms * BYTES_PER_MS
         self._preroll = params.preroll_ms // params.frame_ms
         self._tail = params.tail_ms // params.frame_ms
+        self._pause_frames = max(1, (params.silence_ms // 2) // params.frame_ms)
         self._max_bytes = (params.max_utterance_ms // params.frame_ms) * self._frame_bytes
         self.state = VadState.QUIET
         self._partial = bytearray()
@@ -108,6 +124,9 @@ class VadSegmenter:
         self._cap = self._max_bytes  # the open utterance's cap, in bytes
         self._out: list[VadEvent] = []
         self._pending = bytearray()  # forwarded audio not yet emitted as an event
+        self.pause_events = pause_events  # emit UtterancePaused (off: the event stream is unchanged)
+        self._tail_sent = 0  # frames at the head of _held (STOPPING) already forwarded as tail
+        self._paused = False  # UtterancePaused emitted for this STOPPING episode
 
     # ------------------------------------------------------------ public
 
@@ -148,27 +167,20 @@ class VadSegmenter:
             self._end("finalize")
             self.state = VadState.QUIET
         elif self.state is VadState.STOPPING:
-            tail = self._held[: self._tail_room()]
-            self._forward_frames(tail)
-            self._end("finalize")
-            self._held_pos += len(tail) * self._frame_bytes
-            del self._held[: len(tail)]
-            self.state = VadState.QUIET
-            self._trim_to_preroll()
+            self._close_after_tail("finalize")
         return self._drain()
 
     def flush(self) -> list[VadEvent]:
         """End of stream: close an open utterance, keeping at most tail_ms of silence."""
         if self.state is VadState.SPEAKING and self._partial:
             self._forward(bytes(self._partial))
-        elif self.state is VadState.STOPPING:
-            self._forward_frames(self._held[: self._tail_room()])
         self._pos += len(self._partial)
         self._partial.clear()
         if self._open:
             self._end("flush")
         self._held.clear()
         self._held_pos = self._pos
+        self._tail_sent = 0
         self.state = VadState.QUIET
         return self._drain()
 
@@ -187,6 +199,8 @@ class VadSegmenter:
                 self._held_pos = self._pos - len(frame)
                 self._held.append(frame)
                 self.state = VadState.STOPPING
+                self._tail_sent, self._paused = 0, False
+                self._send_tail()
             return
         self._held.append(frame)
         if state is VadState.QUIET:
@@ -209,17 +223,13 @@ class VadSegmenter:
                     self._trim_to_preroll()
         else:  # STOPPING
             if voiced:
-                held, self._held = self._held, []
+                held, self._held = self._held[self._tail_sent :], []
                 self._forward_frames(held)
                 self.state = VadState.SPEAKING
             elif len(self._held) * self._frame_ms >= self.params.silence_ms:
-                tail = self._held[: self._tail_room()]
-                self._forward_frames(tail)
-                self._end("silence")
-                self._held_pos += len(tail) * self._frame_bytes
-                del self._held[: len(tail)]
-                self.state = VadState.QUIET
-                self._trim_to_preroll()
+                self._close_after_tail("silence")
+            else:
+                self._send_tail()
 
     def _maybe_start(self) -> None:
         if self._voiced * self._frame_ms < self.params.start_ms:
@@ -232,11 +242,33 @@ class VadSegmenter:
         self._forward_frames(frames)
         self.state = VadState.SPEAKING
 
-    def _tail_room(self) -> int:
-        """Tail frames to send: never so many that the cap would open a new
-        utterance made of nothing but closing silence."""
-        room = (self._cap - self._utt_bytes) // self._frame_bytes
-        return max(0, min(self._tail, room))
+    def _send_tail(self) -> None:
+        """STOPPING: forward the held frames that belong to the tail, now.
+        Never so many that the cap would open a new utterance made of nothing
+        but closing silence. Once no more tail can go, say so (once)."""
+        fb = self._frame_bytes
+        while self._tail_sent < len(self._held) and self._tail_sent < self._tail and self._utt_bytes + fb <= self._cap:
+            self._forward(self._held[self._tail_sent])
+            self._tail_sent += 1
+        done = self._tail_sent >= self._tail or self._utt_bytes + fb > self._cap
+        # Half the silence window: most pauses between words are shorter, so a
+        # decode started here is rarely wasted, and it still runs while the
+        # other half of the window passes.
+        if done and not self._paused and len(self._held) >= self._pause_frames:
+            self._paused = True
+            self._emit_pending()
+            if self.pause_events:
+                self._out.append(UtterancePaused(self._index))
+
+    def _close_after_tail(self, reason: str) -> None:
+        """End the utterance in STOPPING: its tail has already been forwarded."""
+        sent = self._tail_sent
+        self._end(reason)
+        self._held_pos += sent * self._frame_bytes
+        del self._held[:sent]
+        self._tail_sent = 0
+        self.state = VadState.QUIET
+        self._trim_to_preroll()
 
     def _trim_to_preroll(self) -> None:
         extra = len(self._held) - self._preroll

@@ -15,6 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# A pause hint in a recognizer's audio: an empty chunk. The utterance has sent
+# its closing tail and waits for the silence window; unless more audio follows,
+# what came so far is the whole utterance. Only engines whose ``pause_hints``
+# attribute is true receive it (the failover chain drops it for the others);
+# they may start decoding early and answer at once when the audio ends.
+PAUSE = b""
+
 
 @dataclass(frozen=True, slots=True)
 class RecognitionConfig:

@@ -212,8 +212,9 @@ class FailoverRecognizer(_Chain):
         for name in self.health.order(self.kind, self.names):
             engine = self.chain[name]
             finals: list[Transcript] = []
+            audio = replay.reader() if getattr(engine, "pause_hints", False) else _without_pauses(replay.reader())
             try:
-                async for t in engine.recognize(replay.reader(), config):
+                async for t in engine.recognize(audio, config):
                     stamped = dataclasses.replace(t, engine=name)
                     if t.is_final:
                         finals.append(stamped)
@@ -232,6 +233,13 @@ class FailoverRecognizer(_Chain):
             return
         assert last is not None
         raise last
+
+
+async def _without_pauses(audio: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The audio less the pause hints (empty chunks), for engines that do not take them."""
+    async for chunk in audio:
+        if chunk:
+            yield chunk
 
 
 class FailoverSynthesizer(_Chain):

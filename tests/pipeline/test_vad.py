@@ -18,6 +18,7 @@ from speech.pipeline.vad import (
     BYTES_PER_MS,
     UtteranceAudio,
     UtteranceEnded,
+    UtterancePaused,
     UtteranceStarted,
     VadEvent,
     VadSegmenter,
@@ -525,3 +526,70 @@ def test_cap_open_below_what_was_already_sent_cuts_at_the_next_frame() -> None:
     seg.cap_open(60)
     assert VadSegmenter(PARAMS, energy).open_index is None
     VadSegmenter(PARAMS, energy).cap_open(10)  # nothing open: no effect
+
+
+# ------------------------------------------------------------ pause events
+
+
+def run_events(audio: bytes, params: VadSettings = PARAMS, chunk: int = ms(200), **kw: bool) -> list[VadEvent]:
+    seg = VadSegmenter(params, energy, **kw)
+    events: list[VadEvent] = []
+    for i in range(0, len(audio), chunk):
+        events += seg.feed(audio[i : i + chunk])
+    return events + seg.flush()
+
+
+def test_pause_comes_after_the_tail_at_half_the_silence_window_then_the_end() -> None:
+    audio = signal(("silence", 600), ("speech", 900), ("silence", 1200))
+    events = run_events(audio, chunk=ms(30), pause_events=True)
+    kinds = [type(e).__name__ for e in events]
+    paused = kinds.index("UtterancePaused")
+    ended = kinds.index("UtteranceEnded")
+    assert paused < ended and kinds.count("UtterancePaused") == 1
+    # Everything the utterance forwards (its tail included) left before the pause.
+    before = b"".join(e.pcm for e in events[:paused] if isinstance(e, UtteranceAudio))
+    after = b"".join(e.pcm for e in events[paused:] if isinstance(e, UtteranceAudio))
+    assert after == b"" and len(before) == ms(300 + 900 + 150)
+    # The pause came once half the 500 ms window had passed, not at its end.
+    seg = VadSegmenter(PARAMS, energy, pause_events=True)
+    seen: list[VadEvent] = []
+    pos = 0
+    for frame in frames_of(audio):
+        seen += seg.feed(frame)
+        pos += 30
+        if any(isinstance(e, UtterancePaused) for e in seen):
+            break
+    assert pos == 600 + 900 + 240  # 8 frames of 30 ms: the first >= 250 ms
+
+
+def test_speech_resuming_after_a_pause_gets_another_pause_and_one_utterance() -> None:
+    audio = signal(("speech", 600), ("silence", 360), ("speech", 600), ("silence", 900))
+    events = run_events(audio, chunk=ms(30), pause_events=True)
+    utts = utterances(e for e in events if not isinstance(e, UtterancePaused))
+    assert len(utts) == 1
+    assert [e.index for e in events if isinstance(e, UtterancePaused)] == [0, 0]
+
+
+@pytest.mark.parametrize("chunk", [ms(30), ms(200), ms(1000)])
+@pytest.mark.parametrize("name", ["two_commands.wav", "hello_robot.wav"])
+def test_pause_events_never_change_what_is_forwarded(name: str, chunk: int) -> None:
+    """Sending the tail early and announcing pauses moves nothing: same utterances, same audio."""
+    audio = read_wav(name)
+
+    def segments(**kw: bool) -> list[tuple[int, int, bytes]]:
+        seg = VadSegmenter(VadSettings(), **kw)
+        events: list[VadEvent] = []
+        for i in range(0, len(audio), chunk):
+            events += seg.feed(audio[i : i + chunk])
+        events += seg.flush()
+        return [
+            (u.start_ms, u.end_ms, bytes(u.pcm))
+            for u in utterances(e for e in events if not isinstance(e, UtterancePaused))
+        ]
+
+    assert segments(pause_events=True) == segments()
+
+
+def test_no_pause_event_without_pause_events() -> None:
+    audio = signal(("speech", 600), ("silence", 900))
+    assert not any(isinstance(e, UtterancePaused) for e in run_events(audio))

@@ -37,6 +37,8 @@ def default_model_dir() -> Path:
 
 class WhisperRecognizer:
     name = "local"
+    # Takes PAUSE hints: the final is decoded while the silence window runs.
+    pause_hints = True
 
     def __init__(self, settings: LocalSettings) -> None:
         try:
@@ -69,8 +71,20 @@ class WhisperRecognizer:
         buf = bytearray()
         decoded_upto = 0
         interim: asyncio.Task[Transcript] | None = None
+        # Speculative final: decoded from the audio up to a PAUSE hint, used
+        # if the utterance ends without more audio (the usual case); the VAD's
+        # silence window then hides the decode instead of preceding it.
+        early: asyncio.Task[Transcript] | None = None
+        early_len = 0
         try:
             async for chunk in audio:
+                if not chunk:  # PAUSE
+                    if buf and (early is None or early_len != len(buf)) and self.pool.has_spare_worker():
+                        if early is not None:
+                            early.cancel()
+                        early_len = len(buf)
+                        early = asyncio.create_task(self.pool.run(self._decode, bytes(buf), config.language_code))
+                    continue
                 buf += chunk
                 if interim is not None and interim.done():
                     result = None if interim.cancelled() or interim.exception() else interim.result()
@@ -85,12 +99,21 @@ class WhisperRecognizer:
                 ):
                     decoded_upto = len(buf)
                     interim = asyncio.create_task(self.pool.run(self._decode_interim, bytes(buf)))
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
         finally:
             if interim is not None:
                 interim.cancel()
         if not buf:
             return
-        transcript = await self.pool.run(self._decode, bytes(buf), config.language_code)
+        if early is not None and early_len == len(buf):
+            transcript = await early
+        else:
+            if early is not None:
+                early.cancel()  # speech went on after the pause: decode it all
+            transcript = await self.pool.run(self._decode, bytes(buf), config.language_code)
         if transcript.text:
             yield transcript
 
