@@ -129,7 +129,9 @@ def test_usage_records() -> None:
     m = gateway_metrics()
     m.usage(record(kind="asr", audio_ms=1500, cost_uomcu=1250))
     m.usage(record(kind="tts", characters=12, cost_uomcu=360, engine="local+local"))
-    m.usage(record(kind="llm", provider="openai", engine="openai", model="gpt-4o-2024", input_tokens=7, output_tokens=3))
+    m.usage(
+        record(kind="llm", provider="openai", engine="openai", model="gpt-4o-2024", input_tokens=7, output_tokens=3)
+    )
     m.usage(record(kind="tts", provider="unknown", engine="unknown", characters=1))
     s = scraped(m)
     assert s.value("speech_asr_billed_seconds_total", route="local", engine="local") == 1.5
