@@ -87,6 +87,10 @@ class ServerSettings:
     # layer (close 1009). Frames between limits.max_frame_bytes and this get
     # an error reply and the stream goes on.
     ws_max_size: int = field(default=16 * 1024 * 1024, metadata=_rng(1024))
+    # GET /metrics (Prometheus text format); false: 404.
+    metrics: bool = True
+    # /metrics only with "Authorization: Bearer <admin.token>" (needs admin.token).
+    metrics_require_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -574,6 +578,8 @@ def _read_secret_files(settings: Settings) -> Settings:
         settings = settings.replace("llm", **{provider: dataclasses.replace(sub, api_key=Secret(value))})
     if settings.admin.token and len(settings.admin.token.get()) < 16:
         raise ConfigError("setting 'admin.token' must be at least 16 characters (use a random one)")
+    if settings.server.metrics and settings.server.metrics_require_admin and not settings.admin.token:
+        raise ConfigError("setting 'server.metrics_require_admin' needs 'admin.token' (or 'admin.token_file')")
     return settings
 
 

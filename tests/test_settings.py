@@ -257,7 +257,10 @@ def test_empty_key_after_a_section() -> None:
 @pytest.mark.parametrize("name", ["SPEECH_PROT", "SPEECH_SILENCE_MS", "SPEECH_VAD"])
 def test_unknown_flat_env_name(name: str) -> None:
     message = config_error(f"unknown environment setting {name}:", environ={name: "1"})
-    assert "SPEECH_DB, SPEECH_HOST, SPEECH_LOG_LEVEL, SPEECH_PORT, SPEECH_REPLICA_ID, SPEECH_WS_MAX_SIZE" in message
+    assert (
+        "SPEECH_DB, SPEECH_HOST, SPEECH_LOG_LEVEL, SPEECH_METRICS, SPEECH_METRICS_REQUIRE_ADMIN, "
+        "SPEECH_PORT, SPEECH_REPLICA_ID, SPEECH_WS_MAX_SIZE"
+    ) in message
     assert "SPEECH_<SECTION>__<KEY>" in message
 
 

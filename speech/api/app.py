@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from speech.api import account, accounts, asr_ws, chat, openai_audio, tts_http, tts_ws
+from speech.api import account, accounts, asr_ws, chat, metrics, openai_audio, tts_http, tts_ws
 from speech.api.gateway import Gateway
 from speech.api.redact import install_redaction
 from speech.api.streams import StreamRegistry
@@ -26,6 +26,8 @@ from speech.errors import SpeechError
 from speech.metering import open_ledger
 from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable
+from speech.observability.ledger import observed
+from speech.observability.metrics import GatewayMetrics
 from speech.providers.registry import Engines, check_routes, load_engines
 from speech.settings import Settings
 
@@ -46,13 +48,21 @@ def create_app(
     prices = PriceTable.from_settings(settings.prices)
     prices.check_routes(settings.routes.asr, settings.routes.tts)
     chat_relay = chat.ChatRelay.from_settings(settings.llm, prices)
+    # This app's own registry: several gateways in one process never collide.
+    gateway_metrics = GatewayMetrics(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_redaction()
         own_ledger = ledger is None
         led = ledger if ledger is not None else await open_ledger(settings.server.db)
-        gateway = Gateway(settings=settings, ledger=led, prices=prices, engines=engines)
+        gateway = Gateway(
+            settings=settings,
+            ledger=observed(led, gateway_metrics),  # every new usage record also counts in the metrics
+            prices=prices,
+            engines=engines,
+            metrics=gateway_metrics,
+        )
         gateway.streams = StreamRegistry(led, settings.limits, settings.server.replica_id)
         gateway.streams.start()
         app.state.gateway = gateway
@@ -61,11 +71,14 @@ def create_app(
         if engines is None:
             loader = asyncio.create_task(_load(gateway))
         else:
+            engines.health.observer = gateway_metrics
             gateway.ready.set()
         try:
             yield
         finally:
             await gateway.streams.stop()
+            if gateway.engines is not None and gateway.engines.health.observer is gateway_metrics:
+                gateway.engines.health.observer = None
             if engines is not None and close_engines:
                 await engines.aclose()
             if loader is not None:
@@ -80,6 +93,7 @@ def create_app(
 
     routes = [
         Route("/healthz", health, methods=["GET"]),
+        *([Route("/metrics", metrics.metrics, methods=["GET"])] if settings.server.metrics else []),
         Route("/api/core/account/balance", account.balance, methods=["GET"]),
         Route("/api/core/account/usage", account.usage, methods=["GET"]),
         Route("/api/core/account/usage/daily", account.usage_daily, methods=["GET"]),
@@ -126,6 +140,7 @@ async def _load(gateway: Gateway) -> None:
         gateway.load_error = f"{type(exc).__name__}: {exc}"
         log.exception("engines failed to load")
         return
+    engines.health.observer = gateway.metrics
     gateway.engines = engines
     gateway.ready.set()
     for line in engines.describe():

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from speech.errors import (
 )
 from speech.metering.ledger import ApiKey, UsageIn
 from speech.metering.prices import format_omcu
+from speech.observability.metrics import AsrStreamMeter
 from speech.pipeline import frames
 from speech.pipeline.codecs import ENCODINGS
 from speech.pipeline.session import (
@@ -139,6 +141,7 @@ class Utterance:
     start_ms: int = 0
     # Audio the reserved credit covers; None = the whole utterance is covered.
     budget_bytes: int | None = None
+    ended_at: float = 0.0  # time.monotonic() when its audio ended
 
 
 class Connection:
@@ -165,6 +168,7 @@ class Connection:
         self.billed_uomcu = 0
         self.events = ws.query_params.get("events", "").lower() in ("1", "true", "yes")
         self._close_requested = False
+        self.meter: AsrStreamMeter | None = None
 
     # ------------------------------------------------------------ main loop
 
@@ -175,6 +179,9 @@ class Connection:
             self._fail(exc)
             await self._close_down()
             return
+        assert self.recognizer is not None
+        self.meter = meter = self.gateway.metrics.asr_stream(self.route, self.recognizer.name)
+        meter.opened()
         streams = self.gateway.streams
         if streams is not None:
             streams.add(self)
@@ -211,11 +218,14 @@ class Connection:
                     handling = loop.time()
                     for event in events:
                         await self._handle(event)
+                    if session.received_ms >= meter.next_flush_ms:  # long silences count too
+                        meter.received(session.received_ms)
                     # Time the gateway spent (e.g. under backpressure) is not client idleness.
                     last_activity += loop.time() - handling
             finally:
                 await self._settle()
         finally:
+            meter.closed(session.received_ms)
             if streams is not None:
                 streams.remove(self)
             if self.lease_id is not None:
@@ -255,6 +265,9 @@ class Connection:
         elif isinstance(event, SpeechEnded):
             if self.open is not None and self.open.index == event.utterance:
                 self.open.ended = event
+                self.open.ended_at = time.monotonic()
+                if self.meter is not None and self.session is not None:
+                    self.meter.utterance_ended(self.session.received_ms, self.open.forwarded_bytes)
                 self.open.queue.put_nowait(None)
                 self.open = None
         elif isinstance(event, FrameRejected):
@@ -329,11 +342,15 @@ class Connection:
         finals: list[Transcript] = []
         error: SpeechError | None = None
         engine = recognizer.name
+        timed = False
         try:
             config = RecognitionConfig(language_code=utt.language_code, interim_results=self.events)
             async for transcript in recognizer.recognize(_drain(utt.queue), config):
                 if transcript.is_final:
                     engine = transcript.engine or engine
+                    if not timed and self.meter is not None:
+                        timed = True
+                        self.meter.final(engine, utt.ended_at)
                     if transcript.text:
                         texts.append(transcript.text)
                         finals.append(transcript)
@@ -441,6 +458,8 @@ class Connection:
         a decode) and wait for every ended one to be billed and answered."""
         if self.open is not None:
             abandoned, self.open = self.open, None
+            if self.meter is not None:
+                self.meter.forwarded(abandoned.forwarded_bytes)  # it went upstream all the same
             if abandoned.task is not None:
                 abandoned.task.cancel()
         if self.tasks:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,8 @@ async def chat_completions(request: Request) -> Response:
     await bill.reserve(chat.max_output_tokens or relay.settings.default_max_tokens)
     describe = f"chat {bill.id} provider={provider.name} model={chat.model!r}"
     deadline = anyio.current_time() + relay.settings.total_timeout_s
+    meter = gateway.metrics.llm(provider.name)
+    sent = time.monotonic()
     try:
         if chat.stream:
             payload = await _stream_payload(chat, provider)
@@ -169,17 +172,23 @@ async def chat_completions(request: Request) -> Response:
         else:
             answer = await unless_disconnected(request.receive, relay.upstream.complete(provider, chat.raw, deadline))
     except ClientGone:
+        meter.finished("client_gone")
         record = await bill.settle(None, 0)
         assert record is not None
         log.info(
             "%s: the client left before the answer; billed the input estimate (%d µOMCU)", describe, record.cost_uomcu
         )
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    except BaseException:
+    except BaseException as exc:
+        meter.failed(exc)
         await bill.release()
         raise
+    meter.answered(chat.stream, time.monotonic() - sent)
     if chat.stream:
-        return RelayResponse(events, bill, include_usage=chat.include_usage, spawn=relay.spawn, describe=describe)
+        return RelayResponse(
+            events, bill, include_usage=chat.include_usage, spawn=relay.spawn, describe=describe, meter=meter
+        )
+    meter.finished("ok")
     record = await bill.settle(Usage.parse(answer.parsed.get("usage")), estimate.answer_output_tokens(answer.parsed))
     assert record is not None
     log.info(

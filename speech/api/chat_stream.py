@@ -44,6 +44,7 @@ from speech.errors import SpeechError
 from speech.llm import jsonio
 from speech.llm.sse import Usage, inspect
 from speech.llm.upstream import EventStream
+from speech.observability.metrics import LlmMeter
 
 log = logging.getLogger("speech.chat")
 
@@ -96,6 +97,7 @@ class RelayResponse(Response):
         include_usage: bool,
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
         describe: str,
+        meter: LlmMeter | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -115,6 +117,8 @@ class RelayResponse(Response):
         self._usage: Usage | None = None
         self._output_estimate = 0
         self._outcome = "complete"
+        self._meter = meter
+        self._upstream_error: SpeechError | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         relay = asyncio.ensure_future(self._relay(send))
@@ -142,6 +146,7 @@ class RelayResponse(Response):
                 event = await self._events.next()
             except SpeechError as exc:
                 self._outcome = "upstream_error"
+                self._upstream_error = exc
                 log.info("%s: stream failed mid-answer: %s", self._describe, exc.message)
                 await send({"type": "http.response.body", "body": error_event(exc), "more_body": True})
                 break
@@ -157,9 +162,17 @@ class RelayResponse(Response):
                 await asyncio.shield(self._spawn(self._settle()))
             await send({"type": "http.response.body", "body": event.raw, "more_body": True})
         await asyncio.shield(self._spawn(self._settle()))
+        self._count()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def _count(self) -> None:
+        """The request's outcome in the metrics, once: where the stream ends, or at the finish."""
+        if self._meter is not None:
+            meter, self._meter = self._meter, None
+            meter.stream_finished(self._outcome, self._upstream_error)
+
     async def _finish(self) -> None:
+        self._count()
         await self._events.aclose()
         await self._settle()
 

@@ -16,6 +16,7 @@ from speech.api.streams import StreamRegistry
 from speech.errors import AuthError, EngineUnavailable, LimitExceeded, PaymentRequired
 from speech.metering.ledger import ApiKey, Ledger
 from speech.metering.prices import PriceTable
+from speech.observability.metrics import GatewayMetrics
 from speech.providers.registry import Engines
 from speech.settings import Settings
 
@@ -30,6 +31,12 @@ class Gateway:
     engines: Engines | None = None
     load_error: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Built by create_app (its /metrics registry); a Gateway made without one gets its own.
+    metrics: GatewayMetrics = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = GatewayMetrics(self.settings, process=False)
 
     def require_engines(self) -> Engines:
         if self.engines is None:

@@ -283,6 +283,7 @@ async def transcriptions(request: Request) -> Response:
         await form.close()
     request_id = uuid.uuid4().hex
     results = await _recognize_all(gateway, account, recognizer, opts, segmented, request_id)
+    gateway.metrics.asr_file(opts.route, segmented.duration_ms, sum(u.billed_ms for u in segmented.utterances))
     cost = sum(r.cost_uomcu for r in results)
     billed_ms = sum(r.utterance.billed_ms for r in results)
     engines = sorted({r.engine for r in results})

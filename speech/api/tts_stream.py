@@ -134,6 +134,8 @@ class HttpStream:
         streams = self.gateway.streams
         if streams is not None:
             streams.add(self)
+        active = self.gateway.metrics.active_streams("tts_http", self.route, self.synth.chain.name)
+        active.inc()
         try:
             segmenter = SentenceSegmenter(self.gateway.settings.tts.segment_max_chars)
             for text in segmenter.feed(self.request.text) + segmenter.flush():
@@ -159,6 +161,7 @@ class HttpStream:
             if tail:
                 yield tail
         finally:
+            active.dec()
             if streams is not None:
                 streams.remove(self)
             await asyncio.shield(self._settle())

@@ -128,6 +128,9 @@ class TtsConnection:
         except SpeechError as exc:
             await self._close_error(exc)
             return
+        assert self.synth is not None
+        active = self.gateway.metrics.active_streams("tts_ws", self.route, self.synth.chain.name)
+        active.inc()
         streams = self.gateway.streams
         if streams is not None:
             streams.add(self)
@@ -141,6 +144,7 @@ class TtsConnection:
                 writer.cancel()
             with contextlib.suppress(BaseException):
                 await writer
+            active.dec()
             if streams is not None:
                 streams.remove(self)
             if self.lease_id is not None:

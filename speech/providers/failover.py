@@ -19,6 +19,10 @@ so the caller can bill the engine that answered exactly once.
 Cool-down: an engine that failed with a retryable error is skipped for
 ``cooldown_s``; when every engine of a chain is cooling down they are still
 tried, soonest-recovering first, rather than refusing service.
+
+Observer: an app may set :attr:`EngineHealth.observer` (its metrics) to hear
+of every engine failure, a failover absorbed or not, and of each TTS engine's
+time to its first audio chunk.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from speech.errors import SpeechError
 from speech.providers.base import (
@@ -53,6 +57,12 @@ class EngineState:
     last_error_at: float | None = None
 
 
+class EngineObserver(Protocol):
+    def upstream_error(self, kind: str, engine: str, error: BaseException) -> None: ...
+
+    def first_audio(self, kind: str, engine: str, seconds: float) -> None: ...
+
+
 class EngineHealth:
     """Cool-down bookkeeping, one entry per ``kind:engine`` (e.g. ``asr:riva``)."""
 
@@ -60,6 +70,7 @@ class EngineHealth:
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._state: dict[str, EngineState] = {}
+        self.observer: EngineObserver | None = None
 
     def _get(self, key: str) -> EngineState:
         return self._state.setdefault(key, EngineState())
@@ -184,8 +195,17 @@ class _Chain:
         self.name = self.names[0]
         self.description = " -> ".join(f"{e.name} [{e.description}]" for e in chain)
 
+    def _observe_error(self, name: str, exc: SpeechError) -> None:
+        if self.health.observer is not None:
+            self.health.observer.upstream_error(self.kind, name, exc)
+
+    def _observe_first_audio(self, name: str, since: float) -> None:
+        if self.health.observer is not None:
+            self.health.observer.first_audio(self.kind, name, time.monotonic() - since)
+
     def _failed(self, name: str, exc: SpeechError, *, record: bool = True) -> None:
         """Note the failure; re-raise a permanent one, log a retryable one."""
+        self._observe_error(name, exc)
         if record:
             self.health.failed(f"{self.kind}:{name}", exc)
         if not exc.retryable:
@@ -258,8 +278,13 @@ class FailoverSynthesizer(_Chain):
         for name in self.health.order(self.kind, self.names):
             engine = self.chain[name]
             caller_owned = bool(request.caller_api_key) and getattr(engine, "uses_caller_key", False)
+            chunks: list[AudioChunk] = []
+            since = time.monotonic()
             try:
-                chunks = [chunk async for chunk in engine.synthesize(request)]
+                async for chunk in engine.synthesize(request):
+                    if not chunks:
+                        self._observe_first_audio(name, since)
+                    chunks.append(chunk)
             except SpeechError as exc:
                 self._failed(name, exc, record=not caller_owned)
                 last = exc
@@ -281,12 +306,16 @@ class FailoverSynthesizer(_Chain):
             engine = self.chain[name]
             caller_owned = bool(request.caller_api_key) and getattr(engine, "uses_caller_key", False)
             started = False
+            since = time.monotonic()
             try:
                 async for chunk in engine.synthesize(request):
-                    started = True
+                    if not started:
+                        started = True
+                        self._observe_first_audio(name, since)
                     yield name, chunk
             except SpeechError as exc:
                 if started:
+                    self._observe_error(name, exc)
                     if not caller_owned:
                         self.health.failed(f"{self.kind}:{name}", exc)
                     raise
