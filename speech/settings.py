@@ -87,6 +87,10 @@ class ServerSettings:
     # layer (close 1009). Frames between limits.max_frame_bytes and this get
     # an error reply and the stream goes on.
     ws_max_size: int = field(default=16 * 1024 * 1024, metadata=_rng(1024))
+    # Gateway processes sharing the listening socket. One process runs one
+    # event loop on one core; with N > 1 each worker is a replica of its own
+    # (engines, ledger connection, stream registry) on the same database.
+    workers: int = field(default=1, metadata=_rng(1, 64))
     # GET /metrics (Prometheus text format); false: 404.
     metrics: bool = True
     # /metrics only with "Authorization: Bearer <admin.token>" (needs admin.token).

@@ -1,6 +1,6 @@
 """The ``speech`` command line.
 
-    speech serve [--host H] [--port P] [--db PATH] [--config FILE]
+    speech serve [--host H] [--port P] [--workers N] [--db PATH] [--config FILE]
     speech accounts create --name N [--balance OMCU] | accounts list | accounts top-up ACCOUNT_ID --amount OMCU
     speech keys create --name N (--balance OMCU | --account ACCOUNT_ID) [--expires T] [--max-streams N] [--rpm N]
     speech keys list [--account ID] | keys limits KEY_ID [...] | keys revoke KEY_ID | keys top-up KEY_ID --amount OMCU
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--host", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default 8080; 0 picks a free one)")
+    s.add_argument("--workers", type=int, help="gateway processes sharing the port (default 1; one per core)")
 
     a = sub.add_parser("accounts", help="manage accounts (they hold the balance)")
     asub = a.add_subparsers(dest="accounts_command", required=True, metavar="ACTION")
@@ -116,20 +117,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
         "server.db": getattr(args, "db", None),
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
+        "server.workers": getattr(args, "workers", None),
     }
-    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None), overrides=_overrides(args))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from speech.cli.serve import serve
 
-        return serve(_settings(args))
+        return serve(_settings(args), getattr(args, "config", None), _overrides(args))
     if args.command in ("accounts", "keys", "usage"):
         from speech.cli import admin
 
