@@ -165,8 +165,9 @@ def test_invalid_rates_in_text_frames(rate: object, message: str) -> None:
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_rates_are_invalid_frames(literal: str) -> None:
-    # Python's json accepts these literals; they must not escape as ValueError/OverflowError.
-    with pytest.raises(InvalidFrame, match="'rate' must be an integer number of Hz"):
+    # Not JSON (RFC 8259 has no NaN/Infinity; 1e400 overflows a double): a clear
+    # invalid-frame error, never a ValueError/OverflowError escaping.
+    with pytest.raises(InvalidFrame, match="text frame is not valid JSON"):
         parse_text_frame('{"audio": "", "rate": ' + literal + "}", CAP)
 
 

@@ -126,7 +126,7 @@ BAD_TEXT = [
     ('{"audio": "AA=="}', "odd number of bytes (1)"),
     ('{"audio": "", "rate": 4000}', "between 8000 and 48000 Hz, got 4000"),
     ('{"audio": "", "rate": "16000"}', "integer number of Hz"),
-    ('{"audio": "", "rate": NaN}', "integer number of Hz"),
+    ('{"audio": "", "rate": NaN}', "not valid JSON"),
     ('{"audio": "", "language_code": 7}', "'language_code' must be a language tag"),
     ("x" * 2000, "frame of 2000 bytes is over the 1024-byte limit"),
 ]
