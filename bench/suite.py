@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, tts_burst
-from bench.adapters import Processes, cpu_seconds, machine, machine_busy_seconds, rss_mb, to_toml
+from bench.adapters import Processes, cpu_seconds, machine, rss_mb, to_toml
 from bench.fake_upstream import raise_fd_limit
 
 HERE = Path(__file__).resolve().parent
@@ -121,6 +121,14 @@ async def make_key(db: str) -> str:
     return key
 
 
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds the whole machine spent in processes (user, nice, system,
+    steal) and in interrupts (irq, softirq: loopback TCP is mostly softirq)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = Path("/proc/stat").read_text().split()[1:9]
+    tck = os.sysconf("SC_CLK_TCK")
+    return (int(user) + int(nice) + int(system) + int(steal)) / tck, (int(irq) + int(softirq)) / tck
+
+
 class Box:
     """CPU of every process on the machine, so other people's work shows."""
 
@@ -128,14 +136,16 @@ class Box:
         self.pids = pids
         self.start = self._read()
 
-    def _read(self) -> tuple[float, float, float, float]:
+    def _read(self) -> tuple[float, ...]:
         ours = sum(cpu_seconds(p) for p in self.pids)
-        return machine_busy_seconds(), ours, time.process_time(), time.perf_counter()
+        return *machine_cpu(), ours, time.process_time(), time.perf_counter()
 
     def stop(self) -> dict[str, float]:
-        busy, ours, me, wall = (b - a for a, b in zip(self.start, self._read(), strict=True))
+        busy, irq, ours, me, wall = (b - a for a, b in zip(self.start, self._read(), strict=True))
         return {
+            # Other processes on the machine (other people's work, our own py-spy).
             "other_cores": round(max(0.0, busy - ours - me) / wall, 3),
+            "softirq_cores": round(irq / wall, 3),
             "generator_cores": round(me / wall, 3),
             "wall_s": round(wall, 2),
         }
@@ -174,7 +184,7 @@ async def asr_level(
 
         def start_profile() -> None:
             exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            cmd = [exe, "record", "-p", str(pid), "-d", str(int(profile_s)), "-r", "100", "--nonblocking"]
+            cmd = [exe, "record", "-p", str(pid), "-d", str(int(profile_s)), "-r", "100", "--nonblocking", "--gil"]
             spy.append(
                 subprocess.Popen([*cmd, "-f", "raw", "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             )
@@ -222,7 +232,13 @@ def summarize_profile(raw: Path) -> dict[str, Any]:
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(f, round(100 * c / total, 1)) for f, c in counter.most_common(top)] if total else []
 
+    for f in [f for f in incl if f.startswith(SCAFFOLD) or any(w in f for w in SCAFFOLD_FILES)]:
+        del incl[f]  # frames every sample passes through say nothing
     return {"samples": total, "self": share(self_c), "inclusive": share(incl)}
+
+
+SCAFFOLD = ("<module>", "_run_code", "_run_module_as_main", "Thread.", "Handle._run ", "BaseEventLoop.")
+SCAFFOLD_FILES = ("uvicorn/server.py", "uvicorn/_compat.py", "asyncio/runners.py", "speech/cli/", "speech/__main__")
 
 
 def _fn(frame: str) -> str:
@@ -241,7 +257,8 @@ def write_profile_text(row: dict[str, Any], path: Path) -> None:
     lines = [
         f"py-spy profile of the gateway: {row['streams']} real-time streams, "
         f"{row['window_s']:.0f} s steady window, 100 Hz, {prof.get('samples', 0)} samples "
-        "(% of samples in which a Python thread of the gateway was running; idle waits excluded)",
+        "(--gil: % of the samples in which a gateway thread held the GIL, i.e. of its Python work;",
+        "waits, and native code that releases the GIL, are not counted)",
         "",
         "Top functions by own time (self %):",
         *(f"  {pc:5.1f}%  {fn}" for fn, pc in prof.get("self", [])),
@@ -336,16 +353,20 @@ def f(x: Any, digits: int = 1) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def yes(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
 def ratio(a: Any, b: Any) -> str:
     return "-" if not a or not b else f"{a / b:.1f}x"
 
 
 def tables(res: dict[str, Any]) -> str:
     lines = [
-        "| N | sustained gw / echo | gw CPU ms per audio-s | gw CPU s per stream-min | echo CPU ms per audio-s "
-        "| CPU gw/echo | added p50 / p99 ms gw | echo p50 / p99 ms | p99 gw/echo | end of speech -> reply p50 / p99 ms "
+        "| N | sustained gw / echo | gw cores | gw CPU ms per audio-s | gw CPU s per stream-min "
+        "| echo CPU ms per audio-s | CPU gw/echo | added p50 / p99 ms gw | echo p50 / p99 ms | p99 gw/echo | end of speech -> reply p50 / p99 ms "
         "| MB per stream gw / echo | gen lag p99 ms | other CPU cores |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in res["asr"]:
         g, e = lv.get("gateway"), lv.get("echo")
@@ -354,8 +375,9 @@ def tables(res: dict[str, Any]) -> str:
         e = e or {}
         ea = e.get("added", {})
         lines.append(
-            f"| {lv['streams']} | {'yes' if g['sustained'] else 'NO'} / {('yes' if e.get('sustained') else 'NO') if e else '-'} "
-            f"| {f(g['cpu_ms_per_audio_s'], 2)} | {f(g['cpu_s_per_stream_min'], 3)} | {f(e.get('cpu_ms_per_audio_s'), 2)} "
+            f"| {lv['streams']} | {yes(g['sustained'])} / {yes(e['sustained']) if e else '-'} "
+            f"| {f(g['cpu_cores'], 2)} | {f(g['cpu_ms_per_audio_s'], 2)} | {f(g['cpu_s_per_stream_min'], 3)} "
+            f"| {f(e.get('cpu_ms_per_audio_s'), 2)} "
             f"| {ratio(g['cpu_ms_per_audio_s'], e.get('cpu_ms_per_audio_s'))} "
             f"| {f(g['added']['p50_ms'])} / {f(g['added']['p99_ms'])} | {f(ea.get('p50_ms'))} / {f(ea.get('p99_ms'))} "
             f"| {ratio(g['added']['p99_ms'], ea.get('p99_ms'))} "
@@ -390,7 +412,7 @@ def tables(res: dict[str, Any]) -> str:
             f"| TTS added latency p50 / p99 (1 in flight; gateway {f(burst['gateway']['rps'], 0)} req/s vs direct "
             f"{f(burst['direct']['rps'], 0)} req/s at {tts['in_flight']} in flight) "
             f"| {t['tts_p50_ms']:.0f} / {t['tts_p99_ms']:.0f} ms | {f(a50, 2)} / {f(a99, 2)} ms "
-            f"| {'yes' if a50 is not None and a99 is not None and a50 <= t['tts_p50_ms'] and a99 <= t['tts_p99_ms'] else 'no'} |"
+            f"| {yes(a50 is not None and a99 is not None and a50 <= t['tts_p50_ms'] and a99 <= t['tts_p99_ms'])} |"
         )
     loc = res.get("local")
     if loc and "p50_ms" in loc:
@@ -398,7 +420,8 @@ def tables(res: dict[str, Any]) -> str:
         lines.append(
             f"| local engine end of speech -> final p50 / p99 ({loc['latencies']} utterances <= 5 s, "
             f"silence window {loc['silence_ms']} ms included; RTF {loc['rtf']:.3f}) "
-            f"| {t['local_p50_ms']:.0f} / {t['local_p99_ms']:.0f} ms | {f(loc['p50_ms'], 0)} / {f(loc['p99_ms'], 0)} ms "
+            f"| {t['local_p50_ms']:.0f} / {t['local_p99_ms']:.0f} ms "
+            f"| {f(loc['p50_ms'], 0)} / {f(loc['p99_ms'], 0)} ms "
             f"| {'yes' if ok else 'no'} |"
         )
     elif loc:
@@ -501,7 +524,7 @@ def progress(row: dict[str, Any]) -> str:
     a = row["added"]
     failed = [k for k, v in row["checks"].items() if not v]
     return (
-        f"  {row['target']:<7} N={row['streams']:<5} {'sustained' if row['sustained'] else 'NOT sustained ' + str(failed)}"
+        f"  {row['target']:<7} N={row['streams']:<5} {'sustained' if not failed else f'NOT sustained {failed}'}"
         f"  CPU {f(row['cpu_ms_per_audio_s'], 2)} ms/audio-s ({f(row['cpu_cores'], 2)} cores)"
         f"  added p50 {f(a['p50_ms'])} p99 {f(a['p99_ms'])} ms (n={a['n']})"
         f"  RSS +{f(row['mb_per_stream'], 3)} MB/stream  gen lag p99 {row['generator_lateness_ms']['p99']} ms"
@@ -518,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     log(
-        f"# bench suite {when}: {info['nproc']} CPUs ({info['cpu_model']}), {info['mem_gb']} GB, Python {info['python']}"
+        f"# bench suite {when}: {info['nproc']} CPUs ({info['cpu_model']}), {info['mem_gb']} GB, "
+        f"Python {info['python']}"
     )
     log(f"# ASR levels {args.levels}, {args.duration:g} s per stream, window after {args.warmup:g} s")
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as name:
