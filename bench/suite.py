@@ -190,6 +190,7 @@ async def asr_level(
             )
 
         box = Box([pid, fake.pid])
+        fake0 = cpu_seconds(fake.pid)
         row = await load.run_level(
             target=target,
             host="127.0.0.1",
@@ -203,6 +204,7 @@ async def asr_level(
             on_window_start=start_profile if profile_s else None,
         )
         row.update(box.stop())
+        row["fake_cores"] = round((cpu_seconds(fake.pid) - fake0) / row["wall_s"], 3)
         row["idle_cpu_ms_per_s"] = round(idle * 1000, 2)
         if spy:
             _, err = spy[0].communicate(timeout=profile_s + 30)
@@ -435,7 +437,7 @@ def tables(res: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke load: 3 streams, 4 s, short TTS, no profile, no local")
-    p.add_argument("--levels", help="concurrent ASR streams (default 100,500,1000,2000; quick 3)")
+    p.add_argument("--levels", help="concurrent ASR streams (default 100,250,500,1000,2000; quick 3)")
     p.add_argument("--duration", type=float, help="seconds each stream sends (default 24; quick 5)")
     p.add_argument("--warmup", type=float, help="seconds before the measured window (default 4; quick 1)")
     p.add_argument("--gap", type=float, default=3.0, help="silence after each clip, seconds (default 3)")
@@ -448,11 +450,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tts-in-flight", type=int, default=16, help="requests in flight during the burst (default 16)")
     p.add_argument("--local-runs", type=int, help="local_asr.py latency runs (default 4; quick 1)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: asr,profile,tts,local")
+    p.add_argument(
+        "--ledger-dir",
+        type=Path,
+        help="folder of the gateway's SQLite ledger (default: a temp dir; /dev/shm: no fsync)",
+    )
     p.add_argument("--samples", type=Path, default=SAMPLES, help=f"recordings (default {SAMPLES})")
     p.add_argument("--out", type=Path, default=RESULTS / "suite.json", help="JSON results")
     a = p.parse_args(argv)
     q = a.quick
-    a.levels = [int(x) for x in (a.levels or ("3" if q else "100,500,1000,2000")).split(",") if x.strip()]
+    a.levels = [int(x) for x in (a.levels or ("3" if q else "100,250,500,1000,2000")).split(",") if x.strip()]
     a.duration = a.duration if a.duration is not None else (5.0 if q else 24.0)
     a.warmup = a.warmup if a.warmup is not None else (1.0 if q else 4.0)
     a.profile_s = a.profile_s if a.profile_s is not None else (0.0 if q else 15.0)
@@ -470,7 +477,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     plan = load.build_plan(args.samples, load.DEFAULT_CLIPS, args.gap, args.duration)
     load.expect_gateway(plan)
     load.expect_echo(plan)
-    db = str(tmp / "ledger.db")
+    db = str((args.ledger_dir or tmp) / f"bench-ledger-{os.getpid()}.db")
     ctx: dict[str, Any] = {"db": db, "key": await make_key(db), "warmup_s": args.warmup}
     utts = sum(len(s.expect["gateway"]) for s in plan.scripts) / len(plan.scripts)
     res: dict[str, Any] = {
@@ -534,7 +541,7 @@ def progress(row: dict[str, Any]) -> str:
         f"  CPU {f(row['cpu_ms_per_audio_s'], 2)} ms/audio-s ({f(row['cpu_cores'], 2)} cores)"
         f"  added p50 {f(a['p50_ms'])} p99 {f(a['p99_ms'])} ms (n={a['n']})"
         f"  RSS +{f(row['mb_per_stream'], 3)} MB/stream  gen lag p99 {row['generator_lateness_ms']['p99']} ms"
-        f"  other {row['other_cores']} cores"
+        f"  fake {row['fake_cores']} cores, generator {row['generator_cores']}, other {row['other_cores']}"
     )
 
 
@@ -552,7 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"# ASR levels {args.levels}, {args.duration:g} s per stream, window after {args.warmup:g} s")
     with tempfile.TemporaryDirectory(prefix="bench-suite-") as name:
-        res = asyncio.run(run(args, Path(name)))
+        try:
+            res = asyncio.run(run(args, Path(name)))
+        finally:
+            if args.ledger_dir is not None:
+                for leftover in args.ledger_dir.glob(f"bench-ledger-{os.getpid()}.db*"):
+                    leftover.unlink()
     res.update({"machine": info, "date": when, "elapsed_s": round(time.perf_counter() - started, 1)})
     res["settings"] = {
         k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
