@@ -6,7 +6,7 @@
    :mod:`bench.load`; then the **echo relay** (:mod:`bench.echo_relay`) at the
    same N with the same frames. Escalation stops after the first level the
    gateway does not sustain (``--keep-going`` runs them all).
-2. **Profile**: one more gateway run at the largest sustained level with
+2. **Profile**: one more gateway run at the highest level it was run at with
    ``py-spy record`` attached for the steady window; the top functions go to
    ``bench/results/profile_gateway.txt`` (skipped when py-spy is missing).
 3. **TTS burst**: :mod:`bench.tts_burst`, gateway against the Riva adapter
@@ -443,8 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gap", type=float, default=3.0, help="silence after each clip, seconds (default 3)")
     p.add_argument("--keep-going", action="store_true", help="run every level even after the gateway fails one")
     p.add_argument("--targets", default="gateway,echo", help="ASR load targets (default gateway,echo)")
-    p.add_argument("--profile-s", type=float, help="py-spy seconds at the largest sustained level (0: skip)")
-    p.add_argument("--profile-level", type=int, help="streams for the profile run (default: largest sustained)")
+    p.add_argument("--profile-s", type=float, help="py-spy seconds (default 15; 0: skip)")
+    p.add_argument("--profile-level", type=int, help="streams for the profile run (default: the gateway's top level)")
     p.add_argument("--tts-sequential", type=int, help="sequential TTS requests per path (default 500; quick 20)")
     p.add_argument("--tts-burst", type=int, help="burst TTS requests per path (default 1000; quick 40)")
     p.add_argument("--tts-in-flight", type=int, default=16, help="requests in flight during the burst (default 16)")
@@ -510,8 +510,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     if not row["sustained"] and not args.keep_going:
                         log(f"  {target} did not sustain N={n}; no higher level for it")
                         active.remove(target)
-            sus = [lv["streams"] for lv in res["asr"] if lv.get("gateway", {}).get("sustained")]
-            n_prof = args.profile_level or (max(sus) if sus else min(args.levels))
+            # The profile runs where the gateway reached its limit: the highest
+            # level it was run at (its first level not sustained, if any).
+            tried = [lv["streams"] for lv in res["asr"] if "gateway" in lv]
+            n_prof = args.profile_level or (max(tried) if tried else min(args.levels))
             if args.profile_s and "profile" not in args.skip and "gateway" in args.targets:
                 dur = args.warmup + args.profile_s + 2
                 prof_plan = load.build_plan(args.samples, load.DEFAULT_CLIPS, args.gap, dur)
