@@ -841,6 +841,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--asr-workers", type=int, default=None, help="decodes at once (default: settings)")
     p.add_argument("--asr-threads", type=int, default=None, help="CPU threads per decode (default: settings)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: rtf,latency,streams")
+    p.add_argument(
+        "--latency-files", default="", help="comma list of sample files for the latency section (default: all)"
+    )
     a = p.parse_args(argv)
     a.runs = a.runs if a.runs is not None else (1 if a.quick else 3)
     a.levels = [int(x) for x in (a.levels or ("1,4" if a.quick else "1,2,4,8,12,16")).split(",") if x.strip()]
@@ -861,7 +864,10 @@ async def run_network(args: argparse.Namespace, srv: Server, replica: Replica, s
     await asyncio.gather(*(stream(srv, warm, {}, paced=False) for _ in range(settings.local.asr_workers)))
 
     if "latency" not in args.skip:
-        files = [s for s in samples if not args.quick or s.name in QUICK_LATENCY_FILES] or samples
+        chosen = {x.strip() for x in args.latency_files.split(",") if x.strip()}
+        if not chosen and args.quick:
+            chosen = set(QUICK_LATENCY_FILES)
+        files = [s for s in samples if not chosen or s.name in chosen] or samples
         print(f"\n... latency: {len(files)} files x {args.runs} run(s) at real-time pace", flush=True)
         results = [await bench_latency(srv, replica, files, args.runs, {}, 1500)]
         if args.alt_silence_ms:
