@@ -146,6 +146,8 @@ class HttpStream:
                 produced = False
                 try:
                     async for data in self.synth.segment(text):
+                        if not produced and self.synth.engine is not None:
+                            self.engines.add(self.synth.engine)  # it spoke (part of) this sentence
                         produced = True
                         yield data
                 except SpeechError as exc:
@@ -155,8 +157,6 @@ class HttpStream:
                     if self.dispatched == 0:
                         raise  # nothing has left yet: the client gets the error status
                     return
-                if self.synth.engine is not None:
-                    self.engines.add(self.synth.engine)
             tail = await self.synth.finish()
             if tail:
                 yield tail

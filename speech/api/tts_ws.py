@@ -335,6 +335,7 @@ class TtsConnection:
         self.live = reservation
         produced = False
         engines: set[str] = set()
+        failure: SpeechError | None = None
         try:
             async for data in self.synth.segment(text):
                 produced = True
@@ -342,21 +343,23 @@ class TtsConnection:
                     engines.add(self.synth.engine)
                 await self._send_audio(data, index)
         except SpeechError as exc:
-            if not exc.retryable and not produced:
-                await self.gateway.release(reservation)
-                raise
             log.warning("tts stream-input %s sentence %d failed: %s", self.id, index, exc.message)
-            await self._send({"error": exc.message, "segment": index})
-            if not produced:
+            if not produced:  # no engine spoke it: not billed
                 await self.gateway.release(reservation)
+                if not exc.retryable:
+                    raise
+                await self._send({"error": exc.message, "segment": index})
                 return
+            failure = exc  # part of it was heard: billed, then reported
         except BaseException:
             # Cancelled (the client left) while the sentence was with an engine: it is billed.
             await asyncio.shield(self._settle(reservation, characters, engines, index, announce=False))
             raise
         finally:
             self.live = None
-        await self._settle(reservation, characters, engines, index, announce=True)
+        await self._settle(reservation, characters, engines, index, announce=failure is None)
+        if failure is not None:
+            await self._send({"error": failure.message, "segment": index})
 
     async def _settle(
         self, reservation: str, characters: int, engines: set[str], index: int, *, announce: bool
