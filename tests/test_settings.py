@@ -259,7 +259,7 @@ def test_unknown_flat_env_name(name: str) -> None:
     message = config_error(f"unknown environment setting {name}:", environ={name: "1"})
     assert (
         "SPEECH_DB, SPEECH_HOST, SPEECH_LOG_LEVEL, SPEECH_METRICS, SPEECH_METRICS_REQUIRE_ADMIN, "
-        "SPEECH_PORT, SPEECH_REPLICA_ID, SPEECH_WS_MAX_SIZE"
+        "SPEECH_PORT, SPEECH_REPLICA_ID, SPEECH_WORKERS, SPEECH_WS_MAX_SIZE"
     ) in message
     assert "SPEECH_<SECTION>__<KEY>" in message
 
