@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from speech.api.streams import StreamRegistry
 from speech.errors import AuthError, EngineUnavailable, LimitExceeded, PaymentRequired
 from speech.metering.ledger import ApiKey, Ledger
-from speech.metering.prices import PriceTable
+from speech.metering.prices import PriceTable, format_omcu
 from speech.observability.metrics import GatewayMetrics
+from speech.providers.base import SynthesisRequest
 from speech.providers.registry import Engines
 from speech.settings import Settings
 
@@ -88,6 +90,23 @@ class Gateway:
             want_uomcu=want_uomcu,
             ttl_s=self.settings.limits.reservation_ttl_s,
         )
+
+    async def reserve_in_full(self, reservation_id: str, key: ApiKey, cost: int, what: str = "this request") -> None:
+        """Hold all of ``cost`` or hold nothing and raise PaymentRequired (402):
+        for work priced before it starts (TTS requests and sentences)."""
+        granted = await self.reserve(reservation_id, key, cost)
+        if granted < cost:
+            await self.release(reservation_id)
+            raise PaymentRequired(
+                f"insufficient balance: {what} costs {format_omcu(cost)} OMCU, {format_omcu(granted)} available"
+            )
+
+    def tts_fee(self, request: SynthesisRequest, engines: Collection[str]) -> int | None:
+        """The per-million-character unit price that replaces the route's when
+        the caller's own ElevenLabs key paid ElevenLabs for all of it (None: the route's)."""
+        if request.caller_api_key and set(engines) == {"elevenlabs"}:
+            return int(self.settings.elevenlabs.caller_key_fee_per_million_chars * 1_000_000)
+        return None
 
     async def release(self, reservation_id: str) -> None:
         """Give held credit back; shielded so a cancelled caller still releases it."""

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from speech.api.gateway import Gateway
 from speech.audio.encode import OutputFormat, encode
-from speech.errors import PaymentRequired, UpstreamProtocolError
+from speech.errors import UpstreamProtocolError
 from speech.metering.ledger import ApiKey, UsageIn, UsageRecord
-from speech.metering.prices import format_omcu
 from speech.providers.base import AudioChunk, SynthesisRequest
 
 
@@ -41,22 +40,13 @@ async def synthesize_billed(
     synthesizer = gateway.require_engines().synthesizer(route)
     request_id = f"{id_prefix}:{uuid.uuid4().hex}"
     cost = gateway.prices.tts_cost(route, len(request.text))
-    granted = await gateway.reserve(request_id, account, cost)
-    if granted < cost:
-        await gateway.release(request_id)
-        raise PaymentRequired(
-            f"insufficient balance: this request costs {format_omcu(cost)} OMCU, {format_omcu(granted)} available"
-        )
+    await gateway.reserve_in_full(request_id, account, cost)
     try:
         engine, chunks = await synthesizer.synthesize_with_engine(request)
         audio = await to_file(chunks, request.output_format, fmt)
     except BaseException:
         await gateway.release(request_id)
         raise
-    # The caller's own ElevenLabs key pays ElevenLabs; we charge only our fee.
-    fee = None
-    if request.caller_api_key and engine == "elevenlabs":
-        fee = int(gateway.settings.elevenlabs.caller_key_fee_per_million_chars * 1_000_000)
     record, _ = await gateway.ledger.settle(
         request_id,
         UsageIn.tts(
@@ -66,7 +56,8 @@ async def synthesize_billed(
             provider=route,
             engine=engine,
             characters=len(request.text),
-            unit_price_uomcu=fee,
+            # The caller's own ElevenLabs key pays ElevenLabs; we charge only our fee.
+            unit_price_uomcu=gateway.tts_fee(request, {engine}),
             upstream_characters=next((c.billed_characters for c in chunks if c.billed_characters is not None), None),
         ),
     )

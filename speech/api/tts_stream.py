@@ -41,22 +41,13 @@ from starlette.responses import StreamingResponse
 from speech.api.gateway import Gateway
 from speech.audio.encode import OutputFormat
 from speech.audio.stream_encode import StreamEncoder, native_ok
-from speech.errors import AuthError, PaymentRequired, SpeechError
+from speech.errors import AuthError, SpeechError
 from speech.metering.ledger import ApiKey, UsageIn, UsageRecord
-from speech.metering.prices import format_omcu
 from speech.pipeline.sentences import SentenceSegmenter
 from speech.providers.base import SynthesisRequest
 from speech.providers.failover import FailoverSynthesizer
 
 log = logging.getLogger("speech.tts")
-
-
-def caller_fee(gateway: Gateway, request: SynthesisRequest, engines: set[str]) -> int | None:
-    """The per-million-character fee instead of the route price, when the
-    caller's own ElevenLabs key paid ElevenLabs for everything."""
-    if request.caller_api_key and engines == {"elevenlabs"}:
-        return int(gateway.settings.elevenlabs.caller_key_fee_per_million_chars * 1_000_000)
-    return None
 
 
 class SegmentSynthesizer:
@@ -183,7 +174,7 @@ class HttpStream:
                 provider=self.route,
                 engine=engine,
                 characters=self.dispatched,
-                unit_price_uomcu=caller_fee(self.gateway, self.request, self.engines),
+                unit_price_uomcu=self.gateway.tts_fee(self.request, self.engines),
                 upstream_characters=self.synth.upstream_characters,
             ),
         )
@@ -214,12 +205,7 @@ async def streamed_response(
     request_id = f"{id_prefix}:{uuid.uuid4().hex}"
     cost = gateway.prices.tts_cost(route, len(request.text))
     job = HttpStream(gateway, account, route, request, fmt, request_id)
-    granted = await gateway.reserve(request_id, account, cost)
-    if granted < cost:
-        await gateway.release(request_id)
-        raise PaymentRequired(
-            f"insufficient balance: this request costs {format_omcu(cost)} OMCU, {format_omcu(granted)} available"
-        )
+    await gateway.reserve_in_full(request_id, account, cost)
     body = job.body()
     try:
         first = await anext(body)

@@ -61,14 +61,13 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
-from speech.api.tts_stream import SegmentSynthesizer, caller_fee
+from speech.api.tts_stream import SegmentSynthesizer
 from speech.audio.encode import parse_output_format
 from speech.errors import (
     CLOSE_NORMAL,
     BadRequest,
     IdleTimeout,
     NotFound,
-    PaymentRequired,
     SessionTooLong,
     SpeechError,
 )
@@ -325,13 +324,7 @@ class TtsConnection:
         characters = len(text)
         reservation = f"tts-ws:{self.id}:{index}"
         cost = self.gateway.prices.tts_cost(self.route, characters)
-        granted = await self.gateway.reserve(reservation, self.account, cost)
-        if granted < cost:
-            await self.gateway.release(reservation)
-            raise PaymentRequired(
-                f"insufficient balance: the next sentence costs {format_omcu(cost)} OMCU, "
-                f"{format_omcu(granted)} available"
-            )
+        await self.gateway.reserve_in_full(reservation, self.account, cost, "the next sentence")
         self.live = reservation
         produced = False
         engines: set[str] = set()
@@ -375,7 +368,7 @@ class TtsConnection:
                 provider=self.route,
                 engine=engine,
                 characters=characters,
-                unit_price_uomcu=caller_fee(self.gateway, self.synth.base, engines),
+                unit_price_uomcu=self.gateway.tts_fee(self.synth.base, engines),
             ),
         )
         assert record is not None

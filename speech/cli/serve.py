@@ -18,18 +18,20 @@ from speech.settings import Settings, load_settings
 WORKER_ARGS = "_SPEECH_SERVE_WORKER_ARGS"
 
 
-def uvicorn_config(settings: Settings, **extra: object) -> uvicorn.Config:
+def _options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.server.ws_max_size,
+        "log_level": settings.server.log_level,
+        "lifespan": "on",
+    }
+
+
+def uvicorn_config(settings: Settings, **extra: Any) -> uvicorn.Config:
     """The uvicorn settings the gateway needs (also used by the tests)."""
-    return uvicorn.Config(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.server.ws_max_size,
-        log_level=settings.server.log_level,
-        lifespan="on",
-        **extra,  # type: ignore[arg-type]
-    )
+    return uvicorn.Config(create_app(settings), **{**_options(settings), **extra})
 
 
 def _logging(settings: Settings) -> None:
@@ -60,17 +62,7 @@ def serve(settings: Settings, config_file: str | None = None, overrides: dict[st
     # command-line overrides travel in the environment; the rest is read
     # again from it) and restarts any that dies.
     os.environ[WORKER_ARGS] = json.dumps({"config": config_file, "overrides": overrides or {}})
-    uvicorn.run(
-        "speech.cli.serve:worker_app",
-        factory=True,
-        workers=workers,
-        host=settings.server.host,
-        port=settings.server.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.server.ws_max_size,
-        log_level=settings.server.log_level,
-        lifespan="on",
-    )
+    uvicorn.run("speech.cli.serve:worker_app", factory=True, workers=workers, **_options(settings))
     return 0
 
 

@@ -152,14 +152,18 @@ class _Replay:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def reader(self) -> AsyncIterator[bytes]:
+    async def reader(self, *, pauses: bool = False) -> AsyncIterator[bytes]:
+        """The audio from its first chunk; pause hints (empty chunks) only
+        for engines that take them (``pauses``)."""
         if self._pump is None:
             self._pump = asyncio.create_task(self._run())
         i = 0
         while True:
             if i < len(self._chunks):
-                yield self._chunks[i]
+                chunk = self._chunks[i]
                 i += 1
+                if chunk or pauses:
+                    yield chunk
             elif self._done:
                 if self._error is not None:
                     raise self._error
@@ -232,7 +236,7 @@ class FailoverRecognizer(_Chain):
         for name in self.health.order(self.kind, self.names):
             engine = self.chain[name]
             finals: list[Transcript] = []
-            audio = replay.reader() if getattr(engine, "pause_hints", False) else _without_pauses(replay.reader())
+            audio = replay.reader(pauses=getattr(engine, "pause_hints", False))
             try:
                 async for t in engine.recognize(audio, config):
                     stamped = dataclasses.replace(t, engine=name)
@@ -253,13 +257,6 @@ class FailoverRecognizer(_Chain):
             return
         assert last is not None
         raise last
-
-
-async def _without_pauses(audio: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The audio less the pause hints (empty chunks), for engines that do not take them."""
-    async for chunk in audio:
-        if chunk:
-            yield chunk
 
 
 class FailoverSynthesizer(_Chain):
