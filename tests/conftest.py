@@ -15,7 +15,7 @@ import uvicorn
 
 from speech.api.app import create_app
 from speech.metering import open_ledger
-from speech.metering.ledger import Ledger
+from speech.metering.ledger import Ledger, UsageRecord
 from speech.providers.registry import Engines, load_engines
 from speech.settings import Settings, load_settings
 
@@ -92,6 +92,14 @@ class RunningServer:
 
     async def ledger(self) -> Ledger:
         return await open_ledger(self.db)
+
+    async def usage(self) -> list[UsageRecord]:
+        """Every usage record in this server's ledger, newest first."""
+        ledger = await self.ledger()
+        try:
+            return await ledger.usage()
+        finally:
+            await ledger.close()
 
 
 def start_server(

@@ -10,38 +10,13 @@ selects CSV). CSV rows have every column; the LLM ones (``model``,
 
 from __future__ import annotations
 
-import csv
-import io
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from speech.api.gateway import Gateway
 from speech.errors import BadRequest
+from speech.metering.export import usage_csv
 from speech.metering.ledger import KINDS
-
-CSV_COLUMNS = (
-    "created",
-    "id",
-    "account_id",
-    "key_id",
-    "kind",
-    "provider",
-    "engine",
-    "quantity",
-    "unit",
-    "unit_price_uomcu",
-    "cost_uomcu",
-    "cost",
-    "received_seconds",
-    "upstream_characters",
-    "idempotency_key",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "output_unit_price_uomcu",
-    "estimated",
-)
 
 
 async def usage_response(gateway: Gateway, request: Request, *, account_id: str | None) -> Response:
@@ -72,12 +47,8 @@ async def usage_response(gateway: Gateway, request: Request, *, account_id: str 
     rows = [r.to_json() for r in records]
     if fmt == "json":
         return JSONResponse({"account_id": account_id, "usage": rows})
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
     return Response(
-        out.getvalue(),
+        usage_csv(rows),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": 'attachment; filename="usage.csv"'},
     )

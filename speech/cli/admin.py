@@ -6,12 +6,12 @@ admin token is configured."""
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from typing import Any
 
 from speech.errors import ConfigError
 from speech.metering import open_ledger
+from speech.metering.export import usage_csv
 from speech.metering.ledger import UNSET, Ledger
 from speech.metering.prices import format_omcu, parse_omcu
 from speech.settings import Settings
@@ -171,21 +171,6 @@ async def _keys(ledger: Ledger, args: argparse.Namespace) -> int:
     raise AssertionError(action)  # pragma: no cover
 
 
-CSV_FIELDS = (
-    "created",
-    "account_id",
-    "key_id",
-    "kind",
-    "provider",
-    "engine",
-    "quantity",
-    "unit",
-    "cost_uomcu",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "estimated",
-)
 QUANTITY_SUFFIX = {"asr": "s", "tts": "ch", "llm": "tok"}
 
 
@@ -201,9 +186,7 @@ async def _usage(ledger: Ledger, args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     if args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(r.to_json() for r in records)
+        sys.stdout.write(usage_csv(r.to_json() for r in records))
         return 0
     print(
         f"{'CREATED':<25} {'KEY_ID':<14} {'KIND':<4} {'PROVIDER':<11} {'ENGINE':<10} {'QUANTITY':>12} {'COST_OMCU':>12}"

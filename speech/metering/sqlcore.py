@@ -481,7 +481,11 @@ class SqlLedger(Ledger):
         await self._write(fn)
 
     async def renew(self, reservation_ids: Collection[str], ttl_s: float) -> None:
-        ids = check_ids(reservation_ids, "reservation_id")
+        await self._renew("reservations", "reservation_id", reservation_ids, ttl_s)
+
+    async def _renew(self, table: str, column: str, ids_in: Collection[str], ttl_s: float) -> None:
+        """Push the live rows' expiry to now + ttl (never shortening it); expired rows stay expired."""
+        ids = check_ids(ids_in, column)
         ttl = check_ttl(ttl_s)
         if not ids:
             return
@@ -489,8 +493,8 @@ class SqlLedger(Ledger):
         async def fn(tx: Tx) -> None:
             expires = self._in_seconds(ttl)
             await tx.run(
-                "UPDATE reservations SET expires = ? WHERE reservation_id IN (SELECT reservation_id FROM reservations "
-                f"WHERE {self._in('reservation_id')} AND expires > ? AND expires < ?{self.SKIP_LOCKED})",
+                f"UPDATE {table} SET expires = ? WHERE {column} IN (SELECT {column} FROM {table} "
+                f"WHERE {self._in(column)} AND expires > ? AND expires < ?{self.SKIP_LOCKED})",
                 (expires, self._list(ids), self._now(), expires),
             )
 
@@ -692,20 +696,7 @@ class SqlLedger(Ledger):
         return await self._write(fn)
 
     async def renew_streams(self, lease_ids: Collection[str], ttl_s: float) -> None:
-        ids = check_ids(lease_ids, "lease_id")
-        ttl = check_ttl(ttl_s)
-        if not ids:
-            return
-
-        async def fn(tx: Tx) -> None:
-            expires = self._in_seconds(ttl)
-            await tx.run(
-                "UPDATE stream_leases SET expires = ? WHERE lease_id IN (SELECT lease_id FROM stream_leases "
-                f"WHERE {self._in('lease_id')} AND expires > ? AND expires < ?{self.SKIP_LOCKED})",
-                (expires, self._list(ids), self._now(), expires),
-            )
-
-        await self._write(fn)
+        await self._renew("stream_leases", "lease_id", lease_ids, ttl_s)
 
     async def release_stream(self, lease_id: str) -> None:
         async def fn(tx: Tx) -> None:

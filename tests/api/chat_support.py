@@ -43,11 +43,7 @@ async def post(
 
 
 async def usage(server: RunningServer) -> list[UsageRecord]:
-    ledger = await server.ledger()
-    try:
-        return await ledger.usage()
-    finally:
-        await ledger.close()
+    return await server.usage()
 
 
 async def money(server: RunningServer, key: str) -> tuple[int, int]:

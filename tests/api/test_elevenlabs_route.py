@@ -55,14 +55,6 @@ async def tts(server: Any, key: str, body: dict[str, Any]) -> httpx.Response:
         return await client.post("/api/core/elevenlabs/tts", json=body, headers={"x-api-key": key})
 
 
-async def usage(server: Any) -> list[Any]:
-    ledger = await server.ledger()
-    try:
-        return await ledger.usage()
-    finally:
-        await ledger.close()
-
-
 async def test_om1_request_reaches_elevenlabs_with_its_parameters(make_server: Any, eleven: FakeElevenLabs) -> None:
     server = gateway(make_server, eleven)
     key = await server.create_key()
@@ -73,7 +65,7 @@ async def test_om1_request_reaches_elevenlabs_with_its_parameters(make_server: A
     assert sent.voice_id == "JBFqnCBsd6RMkjVDRZzb" and sent.query["output_format"] == "mp3_44100_128"
     assert sent.json["model_id"] == "eleven_flash_v2_5" and sent.json["voice_settings"] == body["voice_settings"]
     assert sent.headers["xi-api-key"] == GATEWAY_KEY
-    (record,) = await usage(server)
+    (record,) = await server.usage()
     assert (record.engine, record.characters, record.upstream_characters) == ("elevenlabs", len(TEXT), len(TEXT))
     assert record.cost_uomcu == 30_000 * len(TEXT)
 
@@ -101,7 +93,7 @@ async def test_callers_own_key_is_used_and_billed_at_the_fee(make_server: Any, e
     r = await tts(server, key, {**OM1_BODY, "elevenlabs_api_key": CALLER_KEY})
     assert r.status_code == 200
     assert eleven.requests[0].headers["xi-api-key"] == CALLER_KEY
-    (record,) = await usage(server)
+    (record,) = await server.usage()
     assert record.unit_price_uomcu == 1_000_000_000 and record.cost_uomcu == 1000 * len(TEXT)
 
 
@@ -111,7 +103,7 @@ async def test_callers_bad_key_is_their_401_and_not_failed_over(make_server: Any
     r = await tts(server, key, {**OM1_BODY, "elevenlabs_api_key": "caller-wrong-key-000000"})
     assert r.status_code == 401 and "elevenlabs_api_key" in r.json()["error"]
     assert "caller-wrong-key" not in r.text
-    assert await usage(server) == []
+    assert await server.usage() == []
 
 
 async def test_gateway_key_refused_is_a_503_naming_no_secret(make_server: Any, eleven: FakeElevenLabs) -> None:
@@ -141,7 +133,7 @@ async def test_retryable_upstream_errors_fall_over_to_the_local_voice(
     data = base64.b64decode(r.json()["response"])
     with av.open(io.BytesIO(data)) as c:
         assert c.streams.audio[0].rate == 44100  # still the mp3_44100_128 asked for
-    (record,) = await usage(server)
+    (record,) = await server.usage()
     assert (record.engine, record.provider) == ("local", "elevenlabs")
 
 

@@ -63,14 +63,6 @@ def reference(name: str) -> str:
     return MANIFEST[name]["transcript"]
 
 
-async def usage(server: Any) -> list[Any]:
-    ledger = await server.ledger()
-    try:
-        return await ledger.usage()
-    finally:
-        await ledger.close()
-
-
 # ------------------------------------------------------------ transcriptions
 
 
@@ -177,7 +169,7 @@ async def test_one_usage_record_per_utterance_at_the_route_price(server: Any, cl
     # "riva" names a route (25 OMCU/min, served by the local engine here).
     raw = await api.audio.transcriptions.with_raw_response.create(model="riva", file=audio_file(TWO_COMMANDS))
     assert wer(reference("two_commands.wav"), raw.parse().text) <= 0.2
-    records = sorted(await usage(server), key=lambda r: r.idempotency_key)
+    records = sorted(await server.usage(), key=lambda r: r.idempotency_key)
     assert len(records) == 2
     assert all(r.kind == "asr" and r.provider == "riva" and r.engine == "local" for r in records)
     assert len({r.idempotency_key.rsplit(":", 1)[0] for r in records}) == 1
@@ -194,7 +186,7 @@ async def test_one_usage_record_per_utterance_at_the_route_price(server: Any, cl
     assert balance == 10_000_000 - sum(r.cost_uomcu for r in records)
     # Any other model is the local route.
     await api.audio.transcriptions.create(model="gpt-4o-transcribe", file=audio_file(TWO_COMMANDS))
-    local = [r for r in await usage(server) if r.provider == "local"]
+    local = [r for r in await server.usage() if r.provider == "local"]
     assert len(local) == 2 and all(r.cost_uomcu == 0 for r in local)
 
 
@@ -211,7 +203,7 @@ async def test_silence_gives_empty_text_and_no_usage(server: Any, client: Any) -
     assert verbose.text == "" and verbose.segments == [] and math.isclose(verbose.duration, 3.0)
     srt = await api.audio.transcriptions.create(model="whisper-1", file=("silence.wav", silence), response_format="srt")
     assert srt == ""
-    assert await usage(server) == []
+    assert await server.usage() == []
 
 
 @pytest.mark.slow
@@ -255,7 +247,7 @@ async def test_bad_uploads_get_clear_400s(server: Any, client: Any) -> None:
             files={"file": audio_file(TWO_COMMANDS)},
         )
         assert r.status_code == 400 and r.json()["error"]["param"] == "timestamp_granularities"
-    assert await usage(server) == []
+    assert await server.usage() == []
 
 
 @pytest.mark.slow
@@ -290,7 +282,7 @@ async def test_keys_balance_and_rate_limit(server: Any, client: Any) -> None:
     with pytest.raises(openai.APIStatusError) as paid:
         await client(poor).audio.transcriptions.create(model="google", file=audio_file(TWO_COMMANDS))
     assert paid.value.status_code == 402 and "this request costs" in paid.value.message
-    assert await usage(server) == []
+    assert await server.usage() == []
     ledger = await server.ledger()
     await ledger.update_key(good.split("_")[1], rpm=1)
     await ledger.close()
@@ -356,7 +348,7 @@ async def test_speech_usage_counts_the_input_characters(server: Any, client: Any
     raw = await api.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input=SAY)
     assert raw.headers["x-usage-characters"] == str(len(SAY)) and raw.headers["x-engine"] == "local"
     raw = await api.audio.speech.with_raw_response.create(model="riva", voice="alloy", input=SAY)
-    records = {r.provider: r for r in await usage(server)}
+    records = {r.provider: r for r in await server.usage()}
     assert set(records) == {"local", "riva"}
     assert all(r.kind == "tts" and r.engine == "local" and r.characters == len(SAY) for r in records.values())
     assert all(r.idempotency_key.startswith("openai-tts:") for r in records.values())
@@ -394,7 +386,7 @@ async def test_bad_speech_requests_get_400(server: Any, client: Any) -> None:
         assert r.status_code == 400 and r.json()["error"]["param"] == "voice"
     # A custom voice object is accepted (the local voice ignores it).
     await api.audio.speech.create(model="tts-1", voice={"id": "voice_1234"}, input=SAY)
-    assert [r.provider for r in await usage(server)] == ["local", "local"]
+    assert [r.provider for r in await server.usage()] == ["local", "local"]
 
 
 @pytest.mark.slow

@@ -22,14 +22,6 @@ TEXT = "Turn left at the next door. Then stop. The charging station is on your r
 LONG = " ".join(f"This is sentence number {i} of a long answer that the robot reads aloud." for i in range(40))
 
 
-async def usage(server: Any) -> list[Any]:
-    ledger = await server.ledger()
-    try:
-        return await ledger.usage()
-    finally:
-        await ledger.close()
-
-
 async def balance(server: Any) -> int:
     ledger = await server.ledger()
     try:
@@ -103,7 +95,7 @@ async def test_a_completed_stream_bills_exactly_what_the_plain_request_bills(ser
     assert r.status_code == 200
     async with httpx.AsyncClient(base_url=server.http, timeout=60) as client:
         plain = await client.post("/api/core/elevenlabs/tts", json={"text": TEXT}, headers={"x-api-key": key})
-    streamed, whole = sorted(await usage(server), key=lambda u: u.idempotency_key.startswith("tts:"))
+    streamed, whole = sorted(await server.usage(), key=lambda u: u.idempotency_key.startswith("tts:"))
     assert streamed.idempotency_key.startswith("tts-stream:")
     assert streamed.characters == whole.characters == len(TEXT)
     assert streamed.cost_uomcu == whole.cost_uomcu == int(plain.headers["x-usage-cost-uomcu"]) > 0
@@ -120,7 +112,7 @@ async def test_a_client_that_leaves_early_pays_only_for_the_sentences_dispatched
             assert r.status_code == 200 and len(first) > 0
     # The server notices the disconnect, stops, and settles.
     for _ in range(200):
-        records = await usage(server)
+        records = await server.usage()
         if records:
             break
         await asyncio.sleep(0.05)
@@ -134,7 +126,7 @@ async def test_not_enough_credit_is_a_402_before_any_audio(server: Any) -> None:
     key = await server.create_key(balance_uomcu=100)  # elevenlabs route: 30,000 OMCU per 1M chars
     r, chunks = await stream_post(server, key, {"text": TEXT}, "/api/core/elevenlabs/tts/stream")
     assert r.status_code == 402 and b"insufficient balance" in b"".join(chunks)
-    assert await usage(server) == []
+    assert await server.usage() == []
 
 
 async def test_bad_requests_are_clear_errors(server: Any) -> None:
@@ -190,7 +182,7 @@ async def test_elevenlabs_mp3_passes_through_sentence_by_sentence(make_server: A
     assert all(c.query.get("output_format") == "mp3_44100_128" for c in eleven.requests)
     rate, samples = decode(b"".join(chunks))
     assert rate == 44100 and len(samples) > 0
-    (record,) = await usage(server)
+    (record,) = await server.usage()
     assert (record.engine, record.characters) == ("elevenlabs", len(TEXT))
 
 
@@ -219,7 +211,7 @@ async def test_elevenlabs_down_before_the_first_audio_falls_over_to_local(
     )
     assert r.status_code == 200
     assert decode(b"".join(chunks))[0] == 44100
-    (record,) = await usage(server)
+    (record,) = await server.usage()
     assert record.engine == "local" and record.characters == len(TEXT)
 
 
@@ -237,5 +229,5 @@ async def test_every_engine_failing_first_is_an_error_status_not_an_empty_200(
     eleven.fail_with(503, {"detail": {"status": "service_unavailable", "message": "down"}})
     r, chunks = await stream_post(server, key, {"text": TEXT}, "/api/core/elevenlabs/tts/stream")
     assert r.status_code in (502, 503) and b"error" in b"".join(chunks)
-    assert await usage(server) == []
+    assert await server.usage() == []
     assert await balance(server) == 1_000_000_000  # the reservation went back

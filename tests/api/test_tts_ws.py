@@ -21,14 +21,6 @@ pytestmark = pytest.mark.slow
 PATH = "/api/core/local/tts/stream-input"
 
 
-async def usage(server: Any) -> list[Any]:
-    ledger = await server.ledger()
-    try:
-        return await ledger.usage()
-    finally:
-        await ledger.close()
-
-
 async def collect(ws: Any, until_final: bool = True, within_s: float = 60) -> list[Any]:
     """Messages (JSON as dicts, binary as bytes) until isFinal or the close."""
     out: list[Any] = []
@@ -80,7 +72,7 @@ async def test_token_pieces_in_audio_out_sentence_by_sentence(server: Any) -> No
     assert any("audio" in m and m["segment"] == 0 for m in messages[:first_end])
     rate, samples = decode(audio_of(messages))
     assert rate == 44100 and 2.5 < len(samples) / rate < 9
-    records = await usage(server)
+    records = await server.usage()
     assert sorted(r.characters for r in records) == sorted(e["characters"] for e in ends)
     assert len({r.idempotency_key for r in records}) == 3
 
@@ -134,7 +126,7 @@ async def test_bad_messages_get_a_clear_error_and_4400(server: Any, frame: Any, 
         messages = await collect(ws, until_final=False)
     assert ws.close_code == 4400
     assert needle in messages[-1]["error"]
-    assert await usage(server) == []
+    assert await server.usage() == []
 
 
 async def test_connection_errors_have_their_close_codes(server: Any) -> None:
@@ -158,7 +150,7 @@ async def test_idle_stream_closes_with_4408(make_server: Any) -> None:
         messages = await collect(ws, until_final=False, within_s=30)
     assert ws.close_code == 4408 and "no text for 1 s" in messages[-1]["error"]
     assert any("segment_end" in m for m in messages)  # what was sent was still spoken and billed
-    assert len(await usage(server)) == 1
+    assert len(await server.usage()) == 1
 
 
 async def test_credit_running_out_ends_the_stream_with_4402_and_bills_only_what_was_spoken(server: Any) -> None:
@@ -170,7 +162,7 @@ async def test_credit_running_out_ends_the_stream_with_4402_and_bills_only_what_
         await ws.send(json.dumps({"text": ""}))
         messages = await collect(ws, until_final=False)
     assert ws.close_code == 4402 and "insufficient balance" in messages[-1]["error"]
-    (record,) = await usage(server)
+    (record,) = await server.usage()
     assert record.characters == len(first) and record.cost_uomcu == 30_000 * len(first)
 
 

@@ -139,7 +139,7 @@ def test_accounts_and_key_limits(tmp_path: Path) -> None:
     both = speech("keys", "create", "--name", "x", "--account", account_id, "--balance", "1", "--db", db)
     assert both.returncode == 2 and "not both" in both.stderr
     csv_out = speech("usage", "--account", account_id, "--csv", "--db", db)
-    assert csv_out.returncode == 0 and csv_out.stdout.startswith("created,account_id,key_id,kind")
+    assert csv_out.returncode == 0 and csv_out.stdout.startswith("created,id,account_id,key_id,kind")
 
 
 def test_usage_shows_llm_records_with_their_tokens(tmp_path: Path) -> None:
@@ -188,6 +188,7 @@ def test_usage_shows_llm_records_with_their_tokens(tmp_path: Path) -> None:
     assert "3ch" in everything and everything.count("gpt-4o-mini") == 2
     csv_out = speech("usage", "--kind", "llm", "--csv", "--db", db)
     rows = csv_out.stdout.strip().splitlines()
-    assert rows[0].endswith(",model,input_tokens,output_tokens,estimated")
-    assert rows[1].endswith(",gpt-4o-mini,2000,500,True") and rows[2].endswith(",gpt-4o-mini,1000,500,False")
+    assert rows[0].endswith(",model,input_tokens,output_tokens,output_unit_price_uomcu,estimated")
+    assert ",gpt-4o-mini,2000,500," in rows[1] and rows[1].endswith(",True")
+    assert ",gpt-4o-mini,1000,500," in rows[2] and rows[2].endswith(",False")
     assert speech("usage", "--kind", "stt", "--db", db).returncode == 2
