@@ -9,9 +9,11 @@ imported only when a chain names them, so the ``cloud`` extra stays optional.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from speech.errors import ConfigError, NotFound
 from speech.providers.base import Recognizer, Synthesizer
@@ -19,51 +21,27 @@ from speech.providers.failover import EngineHealth, FailoverRecognizer, Failover
 from speech.settings import Settings
 
 
-def _local_asr(settings: Settings) -> Recognizer:
-    from speech.providers.local.asr import WhisperRecognizer
+def _lazy(path: str, section: str) -> Callable[[Settings], Any]:
+    """A factory that imports the engine class at ``path`` ("module.Class") when
+    first called and builds it from the settings section named ``section``."""
+    module, _, name = path.rpartition(".")
 
-    return WhisperRecognizer(settings.local)
+    def build(settings: Settings) -> Any:
+        return getattr(importlib.import_module(module), name)(getattr(settings, section))
 
-
-def _local_tts(settings: Settings) -> Synthesizer:
-    from speech.providers.local.tts import PiperSynthesizer
-
-    return PiperSynthesizer(settings.local)
-
-
-def _riva_asr(settings: Settings) -> Recognizer:
-    from speech.providers.riva.asr import RivaRecognizer
-
-    return RivaRecognizer(settings.riva)
-
-
-def _riva_tts(settings: Settings) -> Synthesizer:
-    from speech.providers.riva.tts import RivaSynthesizer
-
-    return RivaSynthesizer(settings.riva)
-
-
-def _google_asr(settings: Settings) -> Recognizer:
-    from speech.providers.google.asr import GoogleRecognizer
-
-    return GoogleRecognizer(settings.google)
-
-
-def _elevenlabs_tts(settings: Settings) -> Synthesizer:
-    from speech.providers.elevenlabs.tts import ElevenLabsSynthesizer
-
-    return ElevenLabsSynthesizer(settings.elevenlabs)
+    build.__name__ = build.__qualname__ = f"build_{name}"
+    return build
 
 
 ASR_FACTORIES: dict[str, Callable[[Settings], Recognizer]] = {
-    "local": _local_asr,
-    "riva": _riva_asr,
-    "google": _google_asr,
+    "local": _lazy("speech.providers.local.asr.WhisperRecognizer", "local"),
+    "riva": _lazy("speech.providers.riva.asr.RivaRecognizer", "riva"),
+    "google": _lazy("speech.providers.google.asr.GoogleRecognizer", "google"),
 }
 TTS_FACTORIES: dict[str, Callable[[Settings], Synthesizer]] = {
-    "local": _local_tts,
-    "riva": _riva_tts,
-    "elevenlabs": _elevenlabs_tts,
+    "local": _lazy("speech.providers.local.tts.PiperSynthesizer", "local"),
+    "riva": _lazy("speech.providers.riva.tts.RivaSynthesizer", "riva"),
+    "elevenlabs": _lazy("speech.providers.elevenlabs.tts.ElevenLabsSynthesizer", "elevenlabs"),
 }
 
 

@@ -38,13 +38,14 @@ Errors are classified by the status code the server ended the call with.
 grpc.aio can mask it as INTERNAL "Internal error from Core" when one of our
 writes is in flight as Google ends the call (grpc/grpc#36066); since audio
 is written continuously that race is common, so the status is recovered
-(:meth:`_Stream.true_status`) before translating, and an in-band ``error``
-response read first wins over the status.
+(:class:`~speech.providers.grpc_common.ServerStatus`) before translating,
+and an in-band ``error`` response read first wins over the status.
 
-Channels are created lazily on the running event loop, one per loop (a
-``grpc.aio`` channel belongs to the loop it was made on), and reused by every
-utterance on that loop. Every exit, including the consumer's cancellation or
-early ``aclose()``, cancels the calls still open.
+Channels are made lazily on the running event loop, one per loop, and reused
+by every utterance on that loop
+(:class:`~speech.providers.grpc_common.LoopChannels`). Every exit, including
+the consumer's cancellation or early ``aclose()``, cancels the calls still
+open.
 """
 
 from __future__ import annotations
@@ -56,16 +57,21 @@ from typing import Any
 
 import numpy as np
 
-from speech.errors import ConfigError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from speech.errors import ConfigError, UpstreamProtocolError, UpstreamTimeout
 from speech.providers.base import RecognitionConfig, Transcript
 from speech.providers.google.auth import GoogleAuth, Metadata
-from speech.providers.grpc_common import CLOUD_EXTRA_HINT, make_channel, require_grpc, translate_rpc_error
+from speech.providers.grpc_common import (
+    CLOUD_EXTRA_HINT,
+    STATUS_GRACE_S,
+    LoopChannels,
+    ServerStatus,
+    grpc,
+    require_grpc,
+    translate_rpc_error,
+)
 from speech.settings import GoogleSettings
 
 try:
-    import grpc
-    import grpc.aio
-
     from speech.providers.google import wire
 except ImportError:  # pragma: no cover - the cloud extra is missing
     wire = None  # type: ignore[assignment]
@@ -76,10 +82,6 @@ PROVIDER = "google"
 ROTATE_WINDOW_S = 2.0
 QUIET_FRAME_MS = 20
 QUIET_LEVEL = 200  # mean absolute sample value, about -44 dBFS
-
-# How long a call that failed with grpc's local INTERNAL is watched for the
-# server's real status to land (see _Stream.true_status).
-STATUS_GRACE_S = 0.2
 
 # A queue item: a transcript, an error to raise, or None for "this stream ended".
 _Item = Transcript | BaseException | None
@@ -99,49 +101,19 @@ class GoogleRecognizer:
         self.description = f"google ({settings.url})"
         self.max_stream_s = float(max_stream_s if max_stream_s is not None else settings.max_stream_s)
         self._auth = GoogleAuth(settings)
-        self._channels: dict[asyncio.AbstractEventLoop, grpc.aio.Channel] = {}
-
-    # -- channels -------------------------------------------------------------
-
-    def _channel(self) -> grpc.aio.Channel:
-        loop = asyncio.get_running_loop()
-        for other in [lp for lp in self._channels if lp.is_closed()]:
-            del self._channels[other]  # its loop is gone; the channel died with it
-        channel = self._channels.get(loop)
-        if channel is None:
-            channel = make_channel(self.settings.url, tls=self.settings.tls, ca_file=self.settings.ca_file)
-            self._channels[loop] = channel
-        return channel
-
-    async def _ready_channel(self) -> grpc.aio.Channel:
-        channel = self._channel()
-        if channel.get_state(try_to_connect=True) is not grpc.ChannelConnectivity.READY:
-            try:
-                await asyncio.wait_for(channel.channel_ready(), self.settings.connect_timeout_s)
-            except TimeoutError as exc:
-                raise UpstreamUnavailable(f"Failed to connect to {PROVIDER} server") from exc
-        return channel
+        self._channels = LoopChannels(PROVIDER, settings)
 
     async def aclose(self) -> None:
-        """Close this recognizer's channels: the running loop's directly, those of
-        other live loops on their own loop; channels of closed loops are dropped."""
-        current = asyncio.get_running_loop()
-        channels, self._channels = self._channels, {}
-        for loop, channel in channels.items():
-            if loop is current:
-                await channel.close()
-            elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(channel.close(), loop)
-                try:
-                    await asyncio.wait_for(asyncio.wrap_future(future), 1.0)
-                except (TimeoutError, RuntimeError):  # that loop is busy or stopping; let it go
-                    pass
+        """Close the channels: this loop's now, the others' on their own loops."""
+        await self._channels.aclose()
 
-    # -- recognition ----------------------------------------------------------
+    def close(self) -> None:
+        """For callers without a loop: channels close on their own loops."""
+        self._channels.close()
 
     async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
         metadata = await self._auth.metadata()  # NotConfigured and auth failures before any call to Google
-        run = _Utterance(self, await self._ready_channel(), config, metadata)
+        run = _UtteranceStreams(self, await self._channels.ready(), config, metadata)
         run.pump = asyncio.create_task(run.pump_audio(audio))
         try:
             while (stream := await run.ready.get()) is not None:
@@ -155,50 +127,19 @@ class GoogleRecognizer:
             await run.cancel()
 
 
-class _Stream:
+class _UpstreamStream:
     """One upstream StreamingRecognize call and the results it produced."""
 
     def __init__(self, call: Any, offset_ms: int) -> None:
         self.call = call
         self.offset_ms = offset_ms
-        self.status: tuple[grpc.StatusCode, str] | None = None  # the first status the call ended with
-        call.add_done_callback(self._on_done)
+        self.status = ServerStatus(call)
         self.started = time.monotonic()
         self.sent = 0  # audio bytes written
         self.items: asyncio.Queue[_Item] = asyncio.Queue()
         self.reader: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
-
-    def _on_done(self, call: Any) -> None:
-        code, details = _result_now(call.code()), _result_now(call.details())
-        if isinstance(code, grpc.StatusCode):
-            self.status = (code, details if isinstance(details, str) else "")
-
-    async def true_status(self, exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
-        """The status the server ended the call with, as far as it can be known.
-
-        grpc.aio reports INTERNAL "Internal error from Core" instead of the
-        server's status when a write is in flight as the call ends
-        (grpc/grpc#36066, open as of grpcio 1.85): the failed write either
-        overwrites the status already received (the done callback, which runs
-        when the first status is set, still saw the server's) or lands first
-        and the server's status replaces it moments later (so look again for
-        up to :data:`STATUS_GRACE_S`). An INTERNAL that stays is taken as is.
-        """
-        code, details = exc.code(), exc.details() or ""
-        if code is not grpc.StatusCode.INTERNAL:
-            return code, details
-        if self.status is not None and self.status[0] is not grpc.StatusCode.INTERNAL:
-            return self.status
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + STATUS_GRACE_S
-        while loop.time() < deadline:
-            await asyncio.sleep(0.005)
-            current = await self.call.code()
-            if current is not grpc.StatusCode.INTERNAL:
-                return current, await self.call.details() or ""
-        return code, details
 
     def put(self, item: _Item) -> None:
         if not self.finished:
@@ -215,8 +156,8 @@ class _Stream:
             self.reader.cancel()
 
 
-class _Utterance:
-    """The streams of one ``recognize`` call: a pump task writes the audio
+class _UtteranceStreams:
+    """The upstream streams of one ``recognize`` call: a pump task writes the audio
     (rotating streams), one reader task per stream queues its results, and
     :meth:`GoogleRecognizer.recognize` yields them stream by stream."""
 
@@ -244,8 +185,8 @@ class _Utterance:
             request_serializer=wire.serialize_request,
             response_deserializer=wire.deserialize_response,
         )
-        self.streams: list[_Stream] = []
-        self.ready: asyncio.Queue[_Stream | BaseException | None] = asyncio.Queue()
+        self.streams: list[_UpstreamStream] = []
+        self.ready: asyncio.Queue[_UpstreamStream | BaseException | None] = asyncio.Queue()
         self.pump: asyncio.Task[None] | None = None
 
     async def cancel(self) -> None:
@@ -262,7 +203,7 @@ class _Utterance:
     # -- writing ---------------------------------------------------------------
 
     async def pump_audio(self, audio: AsyncIterator[bytes]) -> None:
-        stream: _Stream | None = None
+        stream: _UpstreamStream | None = None
         try:
             async for chunk in audio:
                 view = memoryview(chunk).cast("B")
@@ -281,10 +222,11 @@ class _Utterance:
         except _CallEnded as ended:
             # The call ended while we were still sending. Its reader reports how
             # (the status, or an in-band error it read first); once it is done,
-            # an OK end is a protocol breach: we had not half-closed.
+            # an OK end is a protocol breach: we had not half-closed. Recovering a
+            # masked status may take the reader up to STATUS_GRACE_S.
             reader = ended.stream.reader
             if reader is not None:
-                await asyncio.wait({reader}, timeout=self.timeout)
+                await asyncio.wait({reader}, timeout=self.timeout + STATUS_GRACE_S)
             error = UpstreamProtocolError(f"{PROVIDER} ended the stream before the audio did")
             ended.stream.put(error)
             self.ready.put_nowait(error)
@@ -294,10 +236,10 @@ class _Utterance:
                 stream.put(error)
             self.ready.put_nowait(error)
 
-    def _must_rotate(self, stream: _Stream) -> bool:
+    def _must_rotate(self, stream: _UpstreamStream) -> bool:
         return stream.sent >= self.limit or time.monotonic() - stream.started >= self.owner.max_stream_s
 
-    def _cut(self, stream: _Stream, view: memoryview) -> int:
+    def _cut(self, stream: _UpstreamStream, view: memoryview) -> int:
         """How many bytes of ``view`` go to ``stream``: all of them, at most
         :data:`wire.MAX_AUDIO_BYTES`, never past the stream's limit, and
         stopping at a quiet frame once inside the rotation window."""
@@ -309,33 +251,33 @@ class _Utterance:
                 cut = quiet
         return cut
 
-    async def _rotate(self, previous: _Stream | None) -> _Stream:
+    async def _rotate(self, previous: _UpstreamStream | None) -> _UpstreamStream:
         offset = 0
         if previous is not None:
             await self._half_close(previous)
             offset = previous.offset_ms + previous.sent * 1000 // self.bytes_per_s
         metadata = await self.owner._auth.metadata() if self.streams else self.metadata  # fresh token per stream
         call = self.method(metadata=metadata)
-        stream = _Stream(call, offset)
+        stream = _UpstreamStream(call, offset)
         self.streams.append(stream)
         stream.reader = asyncio.create_task(self._read(stream))
         self.ready.put_nowait(stream)
         await self._write_request(stream, self.first_request)
         return stream
 
-    async def _write(self, stream: _Stream, pcm: memoryview) -> None:
+    async def _write(self, stream: _UpstreamStream, pcm: memoryview) -> None:
         await self._write_request(stream, wire.audio_request(pcm))
         stream.sent += len(pcm)
 
-    async def _write_request(self, stream: _Stream, request: Any) -> None:
+    async def _write_request(self, stream: _UpstreamStream, request: Any) -> None:
         try:
-            await asyncio.wait_for(stream.call.write(request), self.timeout)
+            await asyncio.wait_for(stream.status.write(stream.call.write(request)), self.timeout)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{PROVIDER} server stopped accepting audio") from exc
         except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
             raise _CallEnded(stream) from None
 
-    async def _half_close(self, stream: _Stream) -> None:
+    async def _half_close(self, stream: _UpstreamStream) -> None:
         if stream.timer is None and not stream.finished:
             stream.timer = asyncio.get_running_loop().call_later(
                 self.timeout,
@@ -343,13 +285,13 @@ class _Utterance:
                 UpstreamTimeout(f"{PROVIDER} sent no final result within {self.timeout:g} s after the audio ended"),
             )
         try:
-            await stream.call.done_writing()
+            await stream.status.write(stream.call.done_writing())
         except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
             pass  # the call already ended; its reader reports how
 
     # -- reading ---------------------------------------------------------------
 
-    async def _read(self, stream: _Stream) -> None:
+    async def _read(self, stream: _UpstreamStream) -> None:
         try:
             while True:
                 response = await stream.call.read()
@@ -364,12 +306,11 @@ class _Utterance:
                 for transcript in wire.transcripts(response, stream.offset_ms):
                     stream.put(transcript)
         except grpc.aio.AioRpcError as exc:
-            code, details = await stream.true_status(exc)
-            if code is grpc.StatusCode.OK:
+            real = await stream.status.error(exc)
+            if real.code() == grpc.StatusCode.OK:
                 stream.put(None)  # ended OK; only a write racing the end made it look failed
             else:
-                source = exc if code is exc.code() else _rpc_error(code, details)
-                stream.put(_translate(source, cause=exc))
+                stream.put(_translate(real, cause=exc))
         except Exception as exc:  # handed to the consumer, which raises it
             stream.put(exc)
         else:
@@ -379,7 +320,7 @@ class _Utterance:
 class _CallEnded(Exception):
     """A write found the call already ended; its reader knows how it ended."""
 
-    def __init__(self, stream: _Stream) -> None:
+    def __init__(self, stream: _UpstreamStream) -> None:
         super().__init__("call ended")
         self.stream = stream
 
@@ -388,21 +329,6 @@ def _translate(exc: grpc.aio.AioRpcError, *, cause: BaseException) -> BaseExcept
     error = translate_rpc_error(exc, PROVIDER)
     error.__cause__ = cause
     return error
-
-
-def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-
-
-def _result_now(coro: Any) -> Any:
-    """Run a coroutine that completes without suspending (a finished call's
-    ``code()`` / ``details()``) and return its result; None if it would wait."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    return None
 
 
 def _first_quiet_frame(pcm: memoryview, start: int, frame_bytes: int) -> int | None:

@@ -1,12 +1,12 @@
 """Streaming recognition on NVIDIA Riva (``RivaSpeechRecognition.StreamingRecognize``).
 
 One bidi call per utterance, on the loop's shared channel (see
-:mod:`.channel`). The first request carries only the
-``StreamingRecognitionConfig``; every later one only ``audio_content``, at
-most :data:`MAX_AUDIO_MESSAGE` bytes each, sent as the chunks arrive. The
-call is half-closed when the audio iterator ends, and always cancelled when
-the consumer leaves (done, error, ``aclose()`` or task cancellation), so no
-stream is left open on the server.
+:class:`~speech.providers.grpc_common.LoopChannels`). The first request
+carries only the ``StreamingRecognitionConfig``; every later one only
+``audio_content``, at most :data:`MAX_AUDIO_MESSAGE` bytes each, sent as the
+chunks arrive. The call is half-closed when the audio iterator ends, and
+always cancelled when the consumer leaves (done, error, ``aclose()`` or task
+cancellation), so no stream is left open on the server.
 
 Decisions and limits:
 
@@ -21,7 +21,8 @@ Decisions and limits:
   ``first_result_timeout_s`` (the server stopped reading) is also an
   :class:`UpstreamTimeout`.
 * Failed calls are translated by the status code the server sent
-  (:class:`~.channel.ServerStatus`, which sidesteps grpc/grpc#36066).
+  (:class:`~speech.providers.grpc_common.ServerStatus`, which sidesteps
+  grpc/grpc#36066).
   A response that cannot be decoded (grpc.aio hands back ``None``), or a
   stream that ends with OK before the audio was finished, is an
   :class:`UpstreamProtocolError` (retryable). Errors of the audio iterator
@@ -44,17 +45,8 @@ from typing import Any
 
 from speech.errors import UpstreamProtocolError, UpstreamTimeout
 from speech.providers.base import RecognitionConfig, Transcript, Word
-from speech.providers.grpc_common import grpc
-from speech.providers.riva.channel import (
-    PROVIDER,
-    RivaChannels,
-    ServerStatus,
-    metadata,
-    rasr,
-    rasr_grpc,
-    raudio,
-    require_stubs,
-)
+from speech.providers.grpc_common import LoopChannels, ServerStatus, grpc, translate_rpc_error
+from speech.providers.riva.channel import PROVIDER, metadata, rasr, rasr_grpc, raudio, require_stubs
 from speech.settings import RivaSettings
 
 # Audio bytes per request message (about 2 s of 16 kHz PCM16).
@@ -69,22 +61,24 @@ class RivaRecognizer:
         made on first use, on the loop that uses it."""
         require_stubs()
         self._settings = settings
-        self._channels = RivaChannels(settings)
+        self._channels = LoopChannels(PROVIDER, settings)
         self._metadata = metadata(settings, settings.asr_function_id)
         self.description = f"riva ({settings.url})"
 
     async def recognize(self, audio: AsyncIterator[bytes], config: RecognitionConfig) -> AsyncIterator[Transcript]:
         channel = await self._channels.ready()
         call = rasr_grpc.RivaSpeechRecognitionStub(channel).StreamingRecognize(metadata=self._metadata)
-        status = ServerStatus(call)
-        stream = _Stream(call, self._settings.first_result_timeout_s)
+        stream = _RecognizeCall(call, self._settings.first_result_timeout_s)
         sender = asyncio.create_task(stream.send(self.config_request(config), audio))
         try:
             async with contextlib.aclosing(stream.results(sender)) as results:
                 async for transcript in results:
                     yield transcript
         except grpc.aio.AioRpcError as exc:
-            raise await status.translate(exc, write_failed=stream.write_failed) from exc
+            real = await stream.status.error(exc)
+            if real.code() == grpc.StatusCode.OK:
+                raise UpstreamProtocolError(f"{PROVIDER} ended the stream before the request was finished") from exc
+            raise translate_rpc_error(real, PROVIDER) from exc
         finally:
             await stream.close(sender)
 
@@ -125,15 +119,15 @@ class RivaRecognizer:
         self._channels.close()
 
 
-class _Stream:
+class _RecognizeCall:
     """One ``StreamingRecognize`` call: :meth:`send` runs in its own task,
     :meth:`results` in the consumer's."""
 
     def __init__(self, call: Any, timeout_s: float) -> None:
         self.call = call
+        self.status = ServerStatus(call)
         self.timeout_s = timeout_s
         self.audio_done = False
-        self.write_failed = False
         self.failure: Exception | None = None  # why the sender ended the call
         self._read: asyncio.Future[Any] | None = None
 
@@ -146,10 +140,8 @@ class _Stream:
                     await self._write(rasr.StreamingRecognizeRequest(audio_content=piece))
             self.audio_done = True
             await self._write(None)
-        except grpc.aio.AioRpcError:
-            self.write_failed = True  # the reader reports why (see ServerStatus)
-        except asyncio.InvalidStateError:
-            return  # the call is already over; the reader reports why
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            return  # the call is over; the reader reports why (see ServerStatus)
         except Exception as exc:
             self.failure = exc
             self.call.cancel()
@@ -157,7 +149,7 @@ class _Stream:
     async def _write(self, request: Any) -> None:
         op = self.call.done_writing() if request is None else self.call.write(request)
         try:
-            await asyncio.wait_for(op, self.timeout_s)
+            await asyncio.wait_for(self.status.write(op), self.timeout_s)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"{PROVIDER} stopped reading audio") from exc
 

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 from speech.errors import UpstreamProtocolError, UpstreamTimeout
 from speech.providers.base import AudioChunk, SynthesisRequest
-from speech.providers.grpc_common import grpc, translate_rpc_error
-from speech.providers.riva.channel import PROVIDER, RivaChannels, metadata, raudio, require_stubs, rtts, rtts_grpc
+from speech.providers.grpc_common import LoopChannels, grpc, translate_rpc_error
+from speech.providers.riva.channel import PROVIDER, metadata, raudio, require_stubs, rtts, rtts_grpc
 from speech.settings import RivaSettings
 
 SYNTHESIZE_ONLINE = "/nvidia.riva.tts.RivaSpeechSynthesis/SynthesizeOnline"
@@ -50,7 +50,7 @@ class RivaSynthesizer:
         """No I/O here; the channel is made on first use, on the loop that uses it."""
         require_stubs()
         self._settings = settings
-        self._channels = RivaChannels(settings)
+        self._channels = LoopChannels(PROVIDER, settings)
         self._metadata = metadata(settings, settings.tts_function_id)
         mode = "streaming" if settings.tts_streaming else "unary"
         self.description = f"riva ({settings.url}, {mode})"

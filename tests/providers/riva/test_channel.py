@@ -1,6 +1,7 @@
-"""Channel handling shared by the Riva adapters: one channel per event loop,
-servers and adapters on the same or different loops and threads, TLS,
-metadata and the missing-extra error."""
+"""Channels of the Riva adapters: one per event loop, servers and adapters
+on the same or different loops and threads, TLS, metadata and the
+missing-extra error. The shared pieces themselves (the per-loop cache, the
+masked-status recovery) are tested in tests/providers/test_grpc_common.py."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 import pytest
 
-from speech.errors import ConfigError, UpstreamAuthError, UpstreamProtocolError, UpstreamUnavailable
+from speech.errors import ConfigError, UpstreamUnavailable
 from speech.providers.base import RecognitionConfig, SynthesisRequest
 from speech.providers.riva import channel as riva_channel
 from speech.providers.riva.asr import RivaRecognizer
@@ -168,64 +167,3 @@ def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="nope.pem"):
         asyncio.run(use())
-
-
-class _Call:
-    """Just enough of a grpc.aio call to drive ServerStatus through the orders
-    in which grpc/grpc#36066 sets a call's statuses."""
-
-    def __init__(self) -> None:
-        self._code: Any = None
-        self._details = ""
-        self._callbacks: list[Any] = []
-
-    def add_done_callback(self, cb: Any) -> None:
-        self._callbacks.append(cb)
-
-    def set(self, code: Any, details: str = "", *, notify: bool = True) -> None:
-        self._code, self._details = code, details
-        for cb in self._callbacks if notify else ():
-            cb(self)
-
-    async def code(self) -> Any:
-        return self._code
-
-    async def details(self) -> str:
-        return self._details
-
-
-def _rpc_error(code: Any) -> Any:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="Internal error from Core")
-
-
-@pytest.mark.parametrize("order", ["server_first", "local_first", "server_later_unnotified"])
-async def test_server_status_beats_the_local_internal_overwrite(order: str) -> None:
-    call = _Call()
-    status = riva_channel.ServerStatus(call)
-    if order == "server_first":
-        call.set(grpc.StatusCode.UNAUTHENTICATED, "bad key")
-        call.set(grpc.StatusCode.INTERNAL)
-    else:
-        call.set(grpc.StatusCode.INTERNAL)
-        notify = order == "local_first"
-        asyncio.get_running_loop().call_later(0.02, lambda: call.set(grpc.StatusCode.UNAUTHENTICATED, notify=notify))
-    err = await status.translate(_rpc_error(grpc.StatusCode.INTERNAL), write_failed=True)
-    assert isinstance(err, UpstreamAuthError)
-
-
-async def test_server_status_ok_or_internal_or_no_failed_write() -> None:
-    call = _Call()
-    status = riva_channel.ServerStatus(call)
-    call.set(grpc.StatusCode.OK)
-    call.set(grpc.StatusCode.INTERNAL)
-    ended = await status.translate(_rpc_error(grpc.StatusCode.INTERNAL), write_failed=True)
-    assert isinstance(ended, UpstreamProtocolError)
-    # Without a failed write of ours, the error raised is the server's.
-    plain = await status.translate(_rpc_error(grpc.StatusCode.INTERNAL), write_failed=False)
-    assert type(plain) is UpstreamUnavailable and plain.retryable
-    # A server that really said INTERNAL: after the grace period, INTERNAL it is.
-    only = _Call()
-    status = riva_channel.ServerStatus(only)
-    only.set(grpc.StatusCode.INTERNAL)
-    real = await status.translate(_rpc_error(grpc.StatusCode.INTERNAL), write_failed=True)
-    assert type(real) is UpstreamUnavailable and "INTERNAL" in real.message
