@@ -25,9 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from speech.metering import open_ledger
-from speech.metering.ledger import Ledger, UsageIn
+from speech.metering.factory import open_ledger
+from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable
+from speech.metering.records import UsageIn
 from speech.settings import PriceSettings
 
 PRICES = PriceTable.from_settings(PriceSettings())

@@ -15,15 +15,9 @@ import pytest
 
 from speech.errors import AuthError, PaymentRequired
 from speech.metering.keys import hash_key
-from speech.metering.ledger import (
-    UNSET,
-    Account,
-    ApiKey,
-    Ledger,
-    UsageIn,
-    format_timestamp,
-    parse_timestamp,
-)
+from speech.metering.ledger import UNSET, Ledger
+from speech.metering.records import Account, ApiKey, UsageIn
+from speech.metering.timestamps import format_timestamp, parse_timestamp
 from tests.metering.conftest import PRICES, Backend, FakeClock, asr, llm, tts
 
 NO_KEY = "000000000000"

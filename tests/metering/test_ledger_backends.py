@@ -15,7 +15,8 @@ import pytest
 
 from speech.errors import ConfigError, PaymentRequired
 from speech.metering import keys as keymod
-from speech.metering import open_ledger, redact_target
+from speech.metering.dsn import redact_target
+from speech.metering.factory import open_ledger
 from speech.metering.ledger import Ledger
 from speech.metering.schema import MIGRATIONS, SCHEMA_VERSION
 from speech.metering.sqlite import SqliteLedger

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from speech.metering.ledger import DailyUsage, Ledger
+from speech.metering.ledger import Ledger
+from speech.metering.records import DailyUsage
 from tests.metering.conftest import FakeClock, asr, tts
 
 
