@@ -415,5 +415,4 @@ class DailyUsage:
         }
 
 
-
 __all__ = ["Account", "ApiKey", "DailyUsage", "UsageIn", "UsageRecord"]

@@ -31,6 +31,7 @@ class _Failed(Exception):
         super().__init__(str(error))
         self.error = error
 
+
 T = TypeVar("T")
 
 

@@ -152,6 +152,13 @@ def fresh_pg_database() -> Iterator[str]:
         run_in_thread(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def pg_fresh(postgres_available: str) -> Iterator[str]:
+    """A new, empty database for one test."""
+    with fresh_pg_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def pg_module_database(postgres_available: str) -> Iterator[str]:
     """One migrated database per test module."""
