@@ -60,7 +60,7 @@ import numpy as np  # noqa: E402
 import websockets  # noqa: E402
 
 from speech.audio.resample import resample  # noqa: E402
-from speech.metering.ledger import SqliteLedger  # noqa: E402
+from speech.metering.sqlite import SqliteLedger  # noqa: E402
 from speech.providers.base import RecognitionConfig, SynthesisRequest  # noqa: E402
 from speech.providers.registry import ASR_FACTORIES, TTS_FACTORIES  # noqa: E402
 from speech.settings import load_settings  # noqa: E402

@@ -63,9 +63,10 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from speech.metering import open_ledger  # noqa: E402
-from speech.metering.ledger import Ledger, UsageIn  # noqa: E402
+from speech.metering.factory import open_ledger  # noqa: E402
+from speech.metering.ledger import Ledger  # noqa: E402
 from speech.metering.prices import PriceTable  # noqa: E402
+from speech.metering.records import UsageIn  # noqa: E402
 from speech.settings import LimitSettings, PriceSettings, VadSettings  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "ledger.json"

@@ -46,7 +46,7 @@ from starlette.datastructures import QueryParams
 from speech.api.app import create_app
 from speech.api.asr_ws import session_config
 from speech.audio.resample import resample
-from speech.metering.ledger import SqliteLedger
+from speech.metering.sqlite import SqliteLedger
 from speech.pipeline.session import AsrSession, SpeechAudio, SpeechEnded, SpeechStarted
 from speech.pipeline.vad import webrtc_scorer
 from speech.providers.local.asr import WhisperRecognizer

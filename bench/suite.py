@@ -111,7 +111,7 @@ def gateway_toml(upstream: str, db: str) -> str:
 
 
 async def make_key(db: str) -> str:
-    from speech.metering.ledger import SqliteLedger
+    from speech.metering.sqlite import SqliteLedger
 
     ledger = await SqliteLedger.open(db)
     try:

@@ -14,8 +14,9 @@ import pytest
 import uvicorn
 
 from speech.api.app import create_app
-from speech.metering import open_ledger
-from speech.metering.ledger import Ledger, UsageRecord
+from speech.metering.factory import open_ledger
+from speech.metering.ledger import Ledger
+from speech.metering.records import UsageRecord
 from speech.providers.registry import Engines, load_engines
 from speech.settings import Settings, load_settings
 

@@ -16,8 +16,8 @@ from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
 from speech.api.usage_export import usage_response
 from speech.errors import BadRequest
-from speech.metering.ledger import ApiKey
 from speech.metering.prices import format_omcu
+from speech.metering.records import ApiKey
 
 
 async def _account(request: Request) -> tuple[Gateway, ApiKey]:

@@ -36,8 +36,9 @@ from speech.api.auth import extract_key
 from speech.api.gateway import Gateway
 from speech.api.usage_export import usage_response
 from speech.errors import AuthError, BadRequest, EngineUnavailable, NotFound
-from speech.metering.ledger import UNSET, ApiKey
+from speech.metering.ledger import UNSET
 from speech.metering.prices import format_omcu, parse_omcu
+from speech.metering.records import ApiKey
 
 MAX_BODY = 64 * 1024
 

@@ -23,7 +23,7 @@ from speech.api.redact import install_redaction
 from speech.api.streams import StreamRegistry
 from speech.console import console_routes
 from speech.errors import SpeechError
-from speech.metering import open_ledger
+from speech.metering.factory import open_ledger
 from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable
 from speech.observability.ledger import observed

@@ -42,8 +42,8 @@ from speech.errors import (
     SessionTooLong,
     SpeechError,
 )
-from speech.metering.ledger import ApiKey, UsageIn
 from speech.metering.prices import format_omcu
+from speech.metering.records import ApiKey, UsageIn
 from speech.observability.metrics import AsrStreamMeter
 from speech.pipeline import frames
 from speech.pipeline.codecs import ENCODINGS

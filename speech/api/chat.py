@@ -61,8 +61,9 @@ from speech.llm import estimate, jsonio
 from speech.llm.providers import Provider, ProviderTable
 from speech.llm.sse import Usage
 from speech.llm.upstream import UpstreamClient
-from speech.metering.ledger import MAX_MODEL_LENGTH, UsageRecord
+from speech.metering.checks import MAX_MODEL_LENGTH
 from speech.metering.prices import PriceTable
+from speech.metering.records import UsageRecord
 from speech.settings import LlmSettings
 
 log = logging.getLogger("speech.chat")

@@ -29,8 +29,8 @@ import uuid
 from speech.api.gateway import Gateway
 from speech.errors import PaymentRequired
 from speech.llm.sse import Usage
-from speech.metering.ledger import ApiKey, UsageIn, UsageRecord
 from speech.metering.prices import MAX_UOMCU, TOKENS_PER_UNIT, format_omcu, llm_cost_from_unit
+from speech.metering.records import ApiKey, UsageIn, UsageRecord
 
 log = logging.getLogger("speech.chat")
 

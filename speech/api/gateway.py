@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from speech.api.streams import StreamRegistry
 from speech.errors import AuthError, EngineUnavailable, LimitExceeded, PaymentRequired
-from speech.metering.ledger import ApiKey, Ledger
+from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable, format_omcu
+from speech.metering.records import ApiKey
 from speech.observability.metrics import GatewayMetrics
 from speech.providers.base import SynthesisRequest
 from speech.providers.registry import Engines

@@ -119,8 +119,8 @@ from speech.errors import (
     PaymentRequired,
     SpeechError,
 )
-from speech.metering.ledger import ApiKey, UsageIn
 from speech.metering.prices import format_omcu
+from speech.metering.records import ApiKey, UsageIn
 from speech.pipeline.session import AsrSession, SessionConfig, SpeechAudio, SpeechEnded, SpeechStarted
 from speech.providers.base import RecognitionConfig, SynthesisRequest, Word
 from speech.providers.failover import FailoverRecognizer

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from speech.api.gateway import Gateway
 from speech.audio.encode import OutputFormat, encode
 from speech.errors import UpstreamProtocolError
-from speech.metering.ledger import ApiKey, UsageIn, UsageRecord
+from speech.metering.records import ApiKey, UsageIn, UsageRecord
 from speech.providers.base import AudioChunk, SynthesisRequest
 
 

@@ -42,7 +42,7 @@ from speech.api.gateway import Gateway
 from speech.audio.encode import OutputFormat
 from speech.audio.stream_encode import StreamEncoder, native_ok
 from speech.errors import AuthError, SpeechError
-from speech.metering.ledger import ApiKey, UsageIn, UsageRecord
+from speech.metering.records import ApiKey, UsageIn, UsageRecord
 from speech.pipeline.sentences import SentenceSegmenter
 from speech.providers.base import SynthesisRequest
 from speech.providers.failover import FailoverSynthesizer

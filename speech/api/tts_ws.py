@@ -71,8 +71,8 @@ from speech.errors import (
     SessionTooLong,
     SpeechError,
 )
-from speech.metering.ledger import ApiKey, UsageIn
 from speech.metering.prices import format_omcu
+from speech.metering.records import ApiKey, UsageIn
 from speech.pipeline.sentences import SentenceSegmenter
 from speech.providers.base import SynthesisRequest
 

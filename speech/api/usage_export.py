@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from speech.api.gateway import Gateway
 from speech.errors import BadRequest
+from speech.metering.checks import KINDS
 from speech.metering.export import usage_csv
-from speech.metering.ledger import KINDS
 
 
 async def usage_response(gateway: Gateway, request: Request, *, account_id: str | None) -> Response:

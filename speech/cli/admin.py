@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from speech.errors import ConfigError
-from speech.metering import open_ledger
 from speech.metering.export import usage_csv
+from speech.metering.factory import open_ledger
 from speech.metering.ledger import UNSET, Ledger
 from speech.metering.prices import format_omcu, parse_omcu
 from speech.settings import Settings

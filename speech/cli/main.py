@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from speech.errors import ConfigError, SpeechError
-from speech.metering.ledger import KINDS
+from speech.metering.checks import KINDS
 from speech.settings import Settings, load_settings
 
 

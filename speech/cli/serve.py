@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from speech.api.app import create_app
-from speech.metering import redact_target
+from speech.metering.dsn import redact_target
 from speech.settings import Settings, load_settings
 
 # Not SPEECH_*: those are settings, and an unknown one is refused.

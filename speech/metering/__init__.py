@@ -1,41 +1,28 @@
 """Accounts, API keys, prices and the ledger.
 
-``open_ledger(target)`` opens a :class:`Ledger`: a PostgreSQL URL gives a
-:class:`~speech.metering.postgres.PostgresLedger` (several gateway replicas
-share one database), anything else an SQLite file
-(:class:`~speech.metering.sqlite.SqliteLedger`).
+The package exports nothing itself: import each name from the module that
+defines it.
+
+* :mod:`~speech.metering.factory`: ``open_ledger(target)`` opens a ledger, a
+  PostgreSQL URL giving a :class:`~speech.metering.postgres.PostgresLedger`
+  (several gateway replicas share one database), anything else an SQLite
+  file (:class:`~speech.metering.sqlite.SqliteLedger`);
+* :mod:`~speech.metering.dsn`: PostgreSQL URLs, and their passwords kept
+  out of logs and messages;
+* :mod:`~speech.metering.ledger`: the :class:`~speech.metering.ledger.Ledger`
+  interface the gateway uses, and ``UNSET``;
+* :mod:`~speech.metering.records`: ``Account``, ``ApiKey``, ``UsageIn``,
+  ``UsageRecord``, ``DailyUsage``;
+* :mod:`~speech.metering.checks`: usage kinds, size limits, validators;
+* :mod:`~speech.metering.timestamps`: the clock and the timestamp format;
+* :mod:`~speech.metering.keys`: API key format and hashing;
+* :mod:`~speech.metering.prices`: the price table, integer µOMCU;
+* :mod:`~speech.metering.export`: the usage CSV format;
+* :mod:`~speech.metering.sqlcore`: ``SqlLedger``, the ledger's logic in SQL
+  both backends share, built from :mod:`~speech.metering.sqlbase` (plumbing),
+  :mod:`~speech.metering.sqlaccounts`, :mod:`~speech.metering.sqlmoney`,
+  :mod:`~speech.metering.sqlqueries` and :mod:`~speech.metering.sqllimits`;
+* :mod:`~speech.metering.sqlite` / :mod:`~speech.metering.schema`: the SQLite
+  backend and its migrations; :mod:`~speech.metering.postgres` /
+  :mod:`~speech.metering.pg_schema`: the PostgreSQL ones.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-from speech.metering.factory import open_ledger, redact_target
-from speech.metering.ledger import UNSET, Account, ApiKey, Ledger, UsageIn, UsageRecord
-
-if TYPE_CHECKING:  # pragma: no cover
-    from speech.metering.postgres import PostgresLedger
-    from speech.metering.sqlite import SqliteLedger
-
-
-def __getattr__(name: str) -> Any:
-    # Backends load on first use: asyncpg is only needed for PostgreSQL.
-    if name in ("SqliteLedger", "PostgresLedger"):
-        from speech.metering import ledger
-
-        return getattr(ledger, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "UNSET",
-    "Account",
-    "ApiKey",
-    "Ledger",
-    "PostgresLedger",
-    "SqliteLedger",
-    "UsageIn",
-    "UsageRecord",
-    "open_ledger",
-    "redact_target",
-]

@@ -1,6 +1,6 @@
 """Usage records as CSV: one format for the usage API and the ``speech usage --csv`` CLI.
 
-Every column of :meth:`~speech.metering.ledger.UsageRecord.to_json`; the LLM
+Every column of :meth:`~speech.metering.records.UsageRecord.to_json`; the LLM
 ones (``model``, ``input_tokens``, ``output_tokens``,
 ``output_unit_price_uomcu``, ``estimated``) are empty for ASR and TTS records.
 """

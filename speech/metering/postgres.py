@@ -14,9 +14,10 @@ import asyncpg
 
 from speech.errors import ConfigError
 from speech.metering import pg_schema
-from speech.metering.factory import redact_target, scrub_secrets
-from speech.metering.ledger import Clock
-from speech.metering.sqlcore import SqlLedger, Tx
+from speech.metering.dsn import redact_target, scrub_secrets
+from speech.metering.sqlbase import Tx
+from speech.metering.sqlcore import SqlLedger
+from speech.metering.timestamps import Clock
 
 log = logging.getLogger("speech.metering.postgres")
 

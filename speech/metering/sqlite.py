@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from speech.errors import ConfigError
-from speech.metering.ledger import Clock
 from speech.metering.schema import migrate
-from speech.metering.sqlcore import SqlLedger, Tx
+from speech.metering.sqlbase import Tx
+from speech.metering.sqlcore import SqlLedger
+from speech.metering.timestamps import Clock
 
 BUSY_TIMEOUT_MS = 5_000
 # Most write operations run together in one group commit.
@@ -29,6 +30,7 @@ class _Failed(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
 
 T = TypeVar("T")
 

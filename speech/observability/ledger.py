@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from speech.metering.ledger import Ledger, UsageIn, UsageRecord
+from speech.metering.ledger import Ledger
+from speech.metering.records import UsageIn, UsageRecord
 from speech.observability.metrics import GatewayMetrics
 
 

@@ -47,7 +47,7 @@ from speech.errors import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from speech.metering.ledger import UsageRecord
+from speech.metering.records import UsageRecord
 from speech.settings import LLM_PROVIDERS, Settings
 
 OTHER = "other"

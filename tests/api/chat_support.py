@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from speech.metering.ledger import UsageRecord
+from speech.metering.records import UsageRecord
 from speech.settings import LLM_PROVIDERS
 from tests.conftest import RunningServer
 from tests.llm.fake_upstream import UPSTREAM_KEY, FakeLLM

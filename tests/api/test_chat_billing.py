@@ -11,7 +11,7 @@ from speech.api.chat_billing import ChatBill
 from speech.api.gateway import Gateway
 from speech.errors import PaymentRequired
 from speech.llm.sse import Usage
-from speech.metering import open_ledger
+from speech.metering.factory import open_ledger
 from speech.metering.prices import PriceTable
 from speech.settings import load_settings
 from tests.metering.conftest import FakeClock

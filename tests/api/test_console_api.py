@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from speech.console import STATIC
-from speech.metering.ledger import UsageIn
 from speech.metering.prices import PriceTable
+from speech.metering.records import UsageIn
 from speech.settings import PriceSettings
 from tests.conftest import ROOT
 

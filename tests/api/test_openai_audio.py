@@ -22,7 +22,7 @@ from starlette.routing import Route
 from speech.api import openai_audio
 from speech.api.gateway import Gateway
 from speech.audio.encode import encode, flac_format, parse_output_format
-from speech.metering import open_ledger
+from speech.metering.factory import open_ledger
 from speech.metering.prices import PriceTable
 from speech.settings import load_settings
 from tests.api.streaming import normalize, wer

@@ -34,9 +34,10 @@ import httpx
 import pytest
 import websockets
 
-from speech.metering import open_ledger
-from speech.metering.ledger import ApiKey, Ledger
+from speech.metering.factory import open_ledger
+from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable
+from speech.metering.records import ApiKey
 from speech.settings import PriceSettings
 from tests.api.streaming import errors, om1_frames, replies, stream
 from tests.conftest import ROOT, SAMPLES, read_wav

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from speech.api.streams import StreamRegistry
 from speech.errors import AuthError
-from speech.metering import open_ledger
+from speech.metering.factory import open_ledger
 from speech.settings import LimitSettings
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import av
 import pytest
 
-from speech.metering import open_ledger
+from speech.metering.factory import open_ledger
 from tests.conftest import SAMPLES
 
 
@@ -143,8 +143,8 @@ def test_accounts_and_key_limits(tmp_path: Path) -> None:
 
 
 def test_usage_shows_llm_records_with_their_tokens(tmp_path: Path) -> None:
-    from speech.metering.ledger import UsageIn
     from speech.metering.prices import PriceTable
+    from speech.metering.records import UsageIn
     from speech.settings import PriceSettings
 
     db = str(tmp_path / "l.db")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from speech.metering import open_ledger
+from speech.metering.factory import open_ledger
 from tests.api.streaming import om1_frames, replies, stream
 from tests.api.test_replicas import Replica, launch, wait_ready
 from tests.conftest import SAMPLES, read_wav

@@ -25,9 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from speech.metering import open_ledger
-from speech.metering.ledger import Ledger, UsageIn
+from speech.metering.factory import open_ledger
+from speech.metering.ledger import Ledger
 from speech.metering.prices import PriceTable
+from speech.metering.records import UsageIn
 from speech.settings import PriceSettings
 
 PRICES = PriceTable.from_settings(PriceSettings())
@@ -149,6 +150,13 @@ def fresh_pg_database() -> Iterator[str]:
         yield pg_url(name)
     finally:
         run_in_thread(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_fresh(postgres_available: str) -> Iterator[str]:
+    """A new, empty database for one test."""
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

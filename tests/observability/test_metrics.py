@@ -22,7 +22,7 @@ from speech.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from speech.metering.ledger import UsageRecord
+from speech.metering.records import UsageRecord
 from speech.observability import metrics as mod
 from speech.observability.metrics import ERROR_CLASSES, GatewayMetrics, error_class
 from speech.providers.base import SynthesisRequest
